@@ -1,0 +1,126 @@
+/*
+ * config - load and validate postern.conf (libconfig syntax).
+ *
+ * One table (config.c: `keys[]`) lists every scalar key with its type,
+ * default, and bounds, in the spirit of Postfix's int_table and redis's
+ * static_configs[].  Lists and the `listen` group list are handled next to
+ * it.  Unknown keys, wrong types and out-of-range values are errors that
+ * name the file and line ("conf/postern.conf:12: unknown key 'foo'").
+ *
+ * Relative paths in the file are resolved against the directory that
+ * holds the config file, so a daemonised master (cwd /) and `make run`
+ * see the same files.
+ *
+ * Ownership: config_load() returns a struct config that the caller frees
+ * with config_free().  On error it returns NULL and fills err[errlen].
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_LISTEN_MAX 16
+#define CONFIG_PATH_MAX 1024
+
+enum listen_mode { MODE_SMTP = 0, MODE_SUBMISSION, MODE_SUBMISSIONS };
+enum relay_tls { RELAY_TLS_NONE = 0, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED, RELAY_TLS_IMPLICIT };
+enum bare_newline { BARE_NL_REJECT = 0, BARE_NL_NORMALIZE };
+
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+struct listen_cfg {
+	char address[64];
+	int port;
+	int mode;
+};
+
+struct relay_host {
+	char host[256];
+	int port;
+};
+
+#define RELAY_HOSTS_MAX 8
+
+struct config {
+	char file[CONFIG_PATH_MAX];
+	char hostname[256];
+	char spool_dir[CONFIG_PATH_MAX];
+	char run_dir[CONFIG_PATH_MAX];
+	char user[64];
+	struct {
+		char dir[CONFIG_PATH_MAX];
+		int level;
+		int syslog;
+	} log;
+	struct listen_cfg listen[CONFIG_LISTEN_MAX];
+	size_t nlisten;
+	struct {
+		char cert[CONFIG_PATH_MAX];
+		char key[CONFIG_PATH_MAX];
+	} tls;
+	struct {
+		struct strlist mynetworks;
+		struct strlist relay_domains;
+		char auth_users[CONFIG_PATH_MAX];
+		uint64_t max_message_size;
+		int max_recipients;
+		int max_connections;
+		int max_connections_per_ip;
+		int max_errors;
+		int timeout;
+		int data_timeout;
+		int bare_newline;
+		struct strlist dnsbl;
+	} smtpd;
+	struct {
+		int present;
+		/* hosts[0] is relay.host/port; hosts[1..] come from relay.fallback */
+		struct relay_host hosts[RELAY_HOSTS_MAX];
+		size_t nhosts;
+		int tls;
+		char username[256];
+		char password_file[CONFIG_PATH_MAX];
+		char ca_file[CONFIG_PATH_MAX];
+		int verify;
+		char rewrite_sender[256];
+	} relay;
+	struct {
+		int retry_min;
+		int retry_max;
+		int lifetime;
+		int warn_after;
+		uint64_t min_free;
+		int concurrency;
+		int per_destination;
+		int connect_timeout;
+		int reply_timeout;
+	} queue;
+	struct {
+		struct strlist servers;
+		int timeout;
+		int mx_port;
+		char ip_version[8];
+	} dns;
+	struct {
+		char listen[128];
+	} metrics;
+	struct {
+		struct strlist domains;
+		char maildir[CONFIG_PATH_MAX];
+	} local;
+};
+
+/* Default config path: $POSTERN_CONFIG, else PREFIX/etc/postern/postern.conf. */
+const char *config_default_path(const char *exe_prefix);
+
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+int config_is_local_domain(const struct config *cfg, const char *domain);
+const char *config_mode_name(int mode);
+
+#endif

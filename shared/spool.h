@@ -1,0 +1,172 @@
+/*
+ * spool - the on-disk queue: file formats, names and every state change.
+ *
+ * All paths are relative to the spool directory, which each daemon makes
+ * its working directory while still privileged (so an unprivileged child
+ * needs no search permission on the spool's parents).
+ *
+ *   tmp/       S1  being written; never acknowledged; purged by the master
+ *                  at start (a writer that loses its file answers 451)
+ *   incoming/  S2  complete and fsynced; the client may have had its 250
+ *   queue/     S3  owned by queued: immutable message files
+ *   state/         per-message delivery state, owned by queued
+ *   corrupt/       files that failed to parse; kept for the admin
+ *   private/       unix sockets of the daemons (private/queued)
+ *
+ * Transitions (the only ones; all renames are within one filesystem):
+ *
+ *   T1 submit   (smtpd, spool_submit_*): create tmp/Q O_EXCL, write header,
+ *               data and end marker, fsync(file), rename tmp/Q incoming/Q,
+ *               fsync(incoming/).  Only now may the client get 250.
+ *   T2 takeover (queued): parse and re-validate incoming/Q; write state/Q
+ *               (T5); rename incoming/Q queue/Q; fsync(queue/), fsync(incoming/).
+ *   T3 corrupt  (queued): rename X/Q corrupt/Q; fsync both dirs; log it.
+ *   T4 finish   (queued): every recipient delivered or bounced: unlink
+ *               queue/Q, fsync(queue/), then unlink state/Q.
+ *   T5 state    (queued): write tmp/Q.state, fsync, rename to state/Q,
+ *               fsync(state/).  Done after each delivery attempt, before
+ *               anything that depends on the result.
+ *
+ * Recovery (queued at start; any process may have been killed anywhere):
+ *   incoming/Q, no state/Q  -> T2 as usual
+ *   incoming/Q and state/Q  -> T2 was cut after T5: finish the rename
+ *   queue/Q and state/Q     -> schedule from the state
+ *   queue/Q, no state/Q     -> cannot happen by T2's order; rebuild a fresh
+ *                              state (at-least-once) and log a warning
+ *   state/Q alone           -> T4 was cut: unlink state/Q
+ *   tmp/Q                   -> S1, never acknowledged: discarded by master
+ *
+ * Message file (queue/Q): text header, blank line, message data exactly
+ * as the client sent it after dot-unstuffing (CRLF line ends), and a
+ * trailer line "POSTERN-END <datalen>\n".  A file whose trailer is missing
+ * or whose length disagrees is torn: it goes to corrupt/ (T3), it is never
+ * delivered half.
+ *
+ *   POSTERN-QUEUE 1
+ *   qid=...  arrival=<unix time>  origin=smtp|sendmail|bounce
+ *   client=<ip>  helo=<name>  proto=ESMTP  body=7bit|8bitmime  smtputf8=0|1
+ *   auth=<user or empty>  sender=<address or empty for <>>
+ *   rcpt=<address>           (one line per recipient, order = index)
+ *
+ * State file (state/Q): "POSTERN-STATE 1", then key=value lines:
+ *   attempts=N next=<unix time> warned=0|1 held=0|1
+ *   r=<index> <pending|deferred|delivered|bounced> <attempts> <last unix time>
+ *   e=<index> <last reply or error text, printable ASCII>
+ *   "POSTERN-END"
+ *
+ * Every value is checked on read: addresses with addr_parse_mailbox(),
+ * numbers with str_to_u64(); a control byte anywhere is a parse error.
+ */
+#ifndef POSTERN_SPOOL_H
+#define POSTERN_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "addr.h"
+
+#define QID_MIN 14
+#define QID_MAX 32
+#define SPOOL_HDR_MAX (1024 * 1024)   /* header of a message file */
+#define SPOOL_RCPT_MAX 100000
+#define SPOOL_ERR_MAX 400             /* stored reply text per recipient */
+
+#define SPOOL_TMP "tmp"
+#define SPOOL_INCOMING "incoming"
+#define SPOOL_QUEUE "queue"
+#define SPOOL_STATE "state"
+#define SPOOL_CORRUPT "corrupt"
+#define SPOOL_PRIVATE "private"
+#define SPOOL_QUEUED_SOCK "private/queued"
+
+enum rcpt_state { RS_PENDING = 0, RS_DEFERRED, RS_DELIVERED, RS_BOUNCED };
+
+struct spool_env {
+	char qid[QID_MAX];
+	int64_t arrival;
+	char origin[16];
+	char client[64];
+	char helo[256];
+	char proto[16];
+	char body[16];
+	int smtputf8;
+	char auth[256];
+	char sender[ADDR_PATH_MAX + 1];
+	char **rcpt;              /* owned; spool_env_free() */
+	size_t nrcpt;
+	uint64_t data_off;        /* offset of message data in the file */
+	uint64_t data_len;
+};
+
+struct spool_rcpt_state {
+	int state;
+	uint32_t attempts;
+	int64_t last;
+	char error[SPOOL_ERR_MAX + 1];
+};
+
+struct spool_state {
+	char qid[QID_MAX];
+	uint32_t attempts;
+	int64_t next;
+	int warned;
+	int held;
+	size_t nrcpt;
+	struct spool_rcpt_state *r;   /* owned; spool_state_free() */
+};
+
+/* Is s a syntactically valid queue id (so safe as a file name)? */
+int spool_qid_valid(const char *s);
+const char *spool_rcpt_state_name(int st);
+
+/* Master: create the directory tree (owner uid/gid when root).  */
+int spool_init(const char *spool_dir, uid_t uid, gid_t gid, char *err, size_t errlen);
+/* Master at start: discard S1 files. Returns count removed. */
+int spool_purge_tmp(void);
+
+/* --- T1: submission (smtpd, sendmail pickup) --- */
+
+struct spool_writer {
+	int fd;
+	char qid[QID_MAX];
+	uint64_t data_len;
+	int failed;               /* a write failed; commit will refuse */
+	int err;                  /* errno of the failure */
+	char wbuf[65536];
+	size_t wlen;
+};
+
+/* Create tmp/QID; fills w->qid.  -1 with errno set. */
+int spool_submit_open(struct spool_writer *w);
+/* Write the header from env (qid is taken from w). */
+int spool_submit_header(struct spool_writer *w, const struct spool_env *env);
+int spool_submit_write(struct spool_writer *w, const void *p, size_t n);
+/* Trailer, fsync, rename into incoming/, fsync dir.  -1 with errno. */
+int spool_submit_commit(struct spool_writer *w);
+void spool_submit_abort(struct spool_writer *w);
+
+/* --- reading message files --- */
+
+/* Open dir/qid read-only and parse its header and trailer. -1: err says why,
+ * and *corrupt is set when the file exists but is malformed. */
+int spool_msg_open(const char *dir, const char *qid, struct spool_env *env, int *corrupt,
+                   char *err, size_t errlen);
+/* Parse an already-open message file (fd is not closed). */
+int spool_msg_parse(int fd, struct spool_env *env, char *err, size_t errlen);
+void spool_env_free(struct spool_env *env);
+
+/* --- state files (queued only) --- */
+int spool_state_write(const struct spool_state *st);
+/* -1 with *missing=1 if there is no state file; else err says why. */
+int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int *missing,
+                     char *err, size_t errlen);
+void spool_state_init(struct spool_state *st, const char *qid, size_t nrcpt);
+void spool_state_free(struct spool_state *st);
+
+/* --- T2/T3/T4 helpers --- */
+int spool_move(const char *from_dir, const char *to_dir, const char *qid);
+int spool_fsync_dir(const char *dir);
+int spool_remove(const char *qid);
+
+#endif
