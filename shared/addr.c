@@ -93,6 +93,9 @@ static int valid_literal(const char *s, size_t len)
 
 	if (len < 3 || s[0] != '[' || s[len - 1] != ']' || len - 2 >= sizeof(tmp))
 		return 0;
+	/* inet_pton() stops at a NUL: "[127.0.0.1\0junk]" must not pass. */
+	if (memchr(s, '\0', len) != NULL)
+		return 0;
 	memcpy(tmp, s + 1, len - 2);
 	tmp[len - 2] = '\0';
 	if (str_ncasecmp(tmp, "IPv6:", 5) == 0)

@@ -496,10 +496,15 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	struct config *cfg;
 	config_t lc;
 	char *slash;
+	char real[PATH_MAX];   /* realpath() may write up to PATH_MAX bytes */
 
 	err[0] = '\0';
-	if (realpath(path, c.confdir) == NULL) {
+	if (realpath(path, real) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (str_copy(c.confdir, real, sizeof(c.confdir)) == -1) {
+		snprintf(err, errlen, "%s: path too long", path);
 		return NULL;
 	}
 	cfg = xcalloc(1, sizeof(*cfg));

@@ -32,8 +32,11 @@ int smtp_line_read(const struct buf *in, struct line *out, size_t max)
 int smtp_line_skip(struct buf *in)
 {
 	const char *p = buf_head(in);
-	const char *nl = memchr(p, '\n', buf_used(in));
+	const char *nl;
 
+	if (buf_used(in) == 0)
+		return 0;     /* also: memchr() on a never-allocated (NULL) buffer is UB */
+	nl = memchr(p, '\n', buf_used(in));
 	if (nl == NULL) {
 		/* Keep a trailing CR: it may pair with an LF in the next read. */
 		size_t n = buf_used(in);

@@ -1,0 +1,400 @@
+/*
+ * postern - the administration command.
+ *
+ *   postern [-c FILE] start [--foreground] | stop | status | reload |
+ *           restart smtpd|queued|deliverd | check | queue
+ *
+ * Config file: -c FILE, else $POSTERN_CONFIG, else PREFIX/etc/postern/
+ * postern.conf.  Commands that talk to the running master use its control
+ * socket (run_dir/control.sock); `check` and `queue` work without it.
+ * Exit status: 0 ok, 1 failure, 78 (EX_CONFIG) for a bad configuration.
+ */
+#include "config.h"
+#include "log.h"
+#include "spool.h"
+#include "str.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+static char exe_dir[PATH_MAX];
+static const char *conf_path;
+
+static void usage(void)
+{
+	fprintf(stderr,
+	        "usage: postern [-c FILE] COMMAND\n"
+	        "  start [--foreground]   start the master (daemonised unless --foreground)\n"
+	        "  stop                   stop every component gracefully\n"
+	        "  status                 components with pid, state, uptime, restarts\n"
+	        "  reload                 reread the configuration\n"
+	        "  restart NAME           restart smtpd, queued or deliverd only\n"
+	        "  check                  validate the configuration (exit 78 on error)\n"
+	        "  queue                  list queued messages\n");
+	exit(EX_USAGE);
+}
+
+static struct config *load(void)
+{
+	char err[1200];
+	struct config *cfg = config_load(conf_path, err, sizeof(err));
+
+	if (cfg == NULL) {
+		fprintf(stderr, "postern: %s\n", err);
+		exit(EX_CONFIG);
+	}
+	return cfg;
+}
+
+/* Send one command; print the body; 0 if the master said ok. */
+static int control(const struct config *cfg, const char *cmd, int quiet, char *body, size_t blen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char path[CONFIG_PATH_MAX + 32], buf[65536];
+	size_t have = 0;
+	int fd;
+
+	str_fmt(path, sizeof(path), "%s/control.sock", cfg->run_dir);
+	if (str_copy(sun.sun_path, path, sizeof(sun.sun_path)) == -1) {
+		fprintf(stderr, "postern: control socket path too long: %s\n", path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		if (!quiet)
+			fprintf(stderr, "postern: not running (cannot connect to %s: %s)\n", path,
+			        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -2;
+	}
+	char line[256];
+	int n = str_fmt(line, sizeof(line), "%s\n", cmd);
+	if (n < 0 || write(fd, line, (size_t)n) != n) {
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 15000) <= 0)
+			break;
+		ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		if (have == sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	buf[have] = '\0';
+	char *nl = strchr(buf, '\n');
+	char *rest = nl ? nl + 1 : buf + have;
+	if (nl)
+		*nl = '\0';
+	if (body)
+		str_copy(body, rest, blen);
+	if (strcmp(buf, "ok") == 0) {
+		if (!quiet)
+			fputs(rest, stdout);
+		return 0;
+	}
+	if (!quiet)
+		fprintf(stderr, "postern: %s\n", buf[0] ? buf : "no answer from the master");
+	return -1;
+}
+
+static pid_t master_pid(const struct config *cfg)
+{
+	char path[CONFIG_PATH_MAX + 16], buf[32];
+	uint64_t v;
+	int fd;
+
+	str_fmt(path, sizeof(path), "%s/master.pid", cfg->run_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (str_to_u64(buf, 1, INT32_MAX, &v) == -1)
+		return 0;
+	return (pid_t)v;
+}
+
+static int cmd_start(int foreground)
+{
+	struct config *cfg = load();
+	char master[PATH_MAX + 64];
+	int p[2];
+
+	str_fmt(master, sizeof(master), "%s/../libexec/postern/master", exe_dir);
+	if (access(master, X_OK) == -1) {
+		fprintf(stderr, "postern: cannot run %s: %s\n", master, strerror(errno));
+		return 1;
+	}
+	if (control(cfg, "ping", 1, NULL, 0) == 0) {
+		fprintf(stderr, "postern: already running (master pid %d)\n", (int)master_pid(cfg));
+		return 1;
+	}
+	if (foreground) {
+		char *argv[] = { "master", "-c", (char *)conf_path, "-f", NULL };
+		execv(master, argv);
+		fprintf(stderr, "postern: exec %s: %s\n", master, strerror(errno));
+		return 1;
+	}
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		perror("postern: pipe");
+		return 1;
+	}
+	pid_t pid = fork();
+	if (pid == -1) {
+		perror("postern: fork");
+		return 1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		setsid();
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(p[1], 2);
+		char *argv[] = { "master", "-c", (char *)conf_path, "-d", NULL };
+		execv(master, argv);
+		dprintf(2, "exec %s: %s\n", master, strerror(errno));
+		_exit(EX_OSERR);
+	}
+	close(p[1]);
+	/* The master closes its stderr once every component is ready. */
+	char out[8192];
+	size_t have = 0;
+	time_t deadline = time(NULL) + 60;
+	for (;;) {
+		struct pollfd pf = { p[0], POLLIN, 0 };
+		int r = poll(&pf, 1, 1000);
+		if (r > 0) {
+			ssize_t n = read(p[0], out + have, sizeof(out) - 1 - have);
+			if (n <= 0)
+				break;
+			have += (size_t)n;
+			if (have == sizeof(out) - 1)
+				have = 0;
+		}
+		if (time(NULL) > deadline) {
+			fprintf(stderr, "postern: master (pid %d) not ready after 60s; see %s/master.log\n",
+			        (int)pid, cfg->log.dir);
+			return 1;
+		}
+	}
+	out[have] = '\0';
+	int status;
+	if (waitpid(pid, &status, WNOHANG) == pid) {
+		fputs(out, stderr);
+		fprintf(stderr, "postern: start failed (%s %d)\n",
+		        WIFEXITED(status) ? "exit" : "signal",
+		        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
+	}
+	printf("postern started (master pid %d)\n", (int)pid);
+	return 0;
+}
+
+static int cmd_stop(void)
+{
+	struct config *cfg = load();
+	pid_t pid = master_pid(cfg);
+	int r = control(cfg, "stop", 1, NULL, 0);
+
+	if (r == -2) {
+		fprintf(stderr, "postern: not running\n");
+		return 1;
+	}
+	if (r != 0) {
+		fprintf(stderr, "postern: the master did not accept the stop command\n");
+		return 1;
+	}
+	for (int i = 0; pid > 0 && i < 300; i++) {
+		if (kill(pid, 0) == -1 && errno == ESRCH) {
+			printf("postern stopped (master pid %d)\n", (int)pid);
+			return 0;
+		}
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	if (pid > 0) {
+		fprintf(stderr, "postern: master pid %d still running after 30s\n", (int)pid);
+		return 1;
+	}
+	printf("postern stopping\n");
+	return 0;
+}
+
+static int cmd_simple(const char *cmd)
+{
+	struct config *cfg = load();
+	int r = control(cfg, cmd, 0, NULL, 0);
+	return r == 0 ? 0 : 1;
+}
+
+static int cmd_check(void)
+{
+	struct config *cfg = load();
+	printf("%s: ok (%zu listener%s, %s)\n", cfg->file, cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
+	       cfg->relay.present ? "relay via smarthost" : "direct MX delivery");
+	config_free(cfg);
+	return 0;
+}
+
+static void fmt_time(int64_t t, char *out, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	localtime_r(&tt, &tm);
+	strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static int list_dir(const char *dir, int *count)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (d == NULL) {
+		fprintf(stderr, "postern: cannot read %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct spool_env env;
+		struct spool_state st;
+		char err[256], when[32];
+		int corrupt, missing;
+
+		if (!spool_qid_valid(de->d_name))
+			continue;
+		int fd = spool_msg_open(dir, de->d_name, &env, &corrupt, err, sizeof(err));
+		if (fd == -1) {
+			if (errno != ENOENT)
+				printf("%-22s (unreadable: %s)\n", de->d_name, err);
+			continue;
+		}
+		close(fd);
+		(*count)++;
+		fmt_time(env.arrival, when, sizeof(when));
+		int have_state = spool_state_read(env.qid, env.nrcpt, &st, &missing, err, sizeof(err)) == 0;
+		printf("%-22s %s %8llu  <%s>%s\n", env.qid, when, (unsigned long long)env.data_len,
+		       env.sender, have_state && st.held ? "  HELD" : "");
+		for (size_t i = 0; i < env.nrcpt; i++) {
+			const char *state = "pending";
+			char extra[600] = "";
+			if (have_state) {
+				state = spool_rcpt_state_name(st.r[i].state);
+				if (st.r[i].state == RS_DEFERRED) {
+					char nx[32];
+					fmt_time(st.next, nx, sizeof(nx));
+					str_fmt(extra, sizeof(extra), " (attempts %u, next %s): %s", st.r[i].attempts,
+					        nx, st.r[i].error);
+				}
+			} else if (strcmp(dir, SPOOL_INCOMING) == 0) {
+				state = "incoming";
+			}
+			printf("    <%s> %s%s\n", env.rcpt[i], state, extra);
+		}
+		spool_state_free(&st);
+		spool_env_free(&env);
+	}
+	closedir(d);
+	return 0;
+}
+
+static int cmd_queue(void)
+{
+	struct config *cfg = load();
+	int count = 0;
+
+	if (chdir(cfg->spool_dir) == -1) {
+		fprintf(stderr, "postern: cannot enter spool_dir %s: %s\n", cfg->spool_dir, strerror(errno));
+		return 1;
+	}
+	if (list_dir(SPOOL_INCOMING, &count) == -1 || list_dir(SPOOL_QUEUE, &count) == -1)
+		return 1;
+	printf("-- %d message%s in the queue\n", count, count == 1 ? "" : "s");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	int i = 1;
+
+	if (n <= 0)
+		str_copy(exe, argv[0], sizeof(exe));
+	else
+		exe[n] = '\0';
+	str_copy(exe_dir, dirname(exe), sizeof(exe_dir));
+	log_open("postern", NULL, LOG_LVL_WARN, 0);
+
+	if (i < argc && strcmp(argv[i], "-c") == 0) {
+		if (i + 1 >= argc)
+			usage();
+		conf_path = argv[i + 1];
+		i += 2;
+	}
+	if (conf_path == NULL) {
+		char prefix[PATH_MAX];
+		str_fmt(prefix, sizeof(prefix), "%s/..", exe_dir);
+		conf_path = config_default_path(prefix);
+	}
+	if (i >= argc)
+		usage();
+	const char *cmd = argv[i++];
+	if (strcmp(cmd, "start") == 0) {
+		int fg = 0;
+		if (i < argc && strcmp(argv[i], "--foreground") == 0) {
+			fg = 1;
+			i++;
+		}
+		if (i != argc)
+			usage();
+		return cmd_start(fg);
+	}
+	if (strcmp(cmd, "restart") == 0) {
+		char buf[64];
+		if (i + 1 != argc)
+			usage();
+		if (strcmp(argv[i], "smtpd") && strcmp(argv[i], "queued") && strcmp(argv[i], "deliverd")) {
+			fprintf(stderr, "postern: restart what? (smtpd, queued or deliverd)\n");
+			return EX_USAGE;
+		}
+		str_fmt(buf, sizeof(buf), "restart %s", argv[i]);
+		return cmd_simple(buf);
+	}
+	if (i != argc)
+		usage();
+	if (strcmp(cmd, "stop") == 0)
+		return cmd_stop();
+	if (strcmp(cmd, "status") == 0)
+		return cmd_simple("status");
+	if (strcmp(cmd, "reload") == 0)
+		return cmd_simple("reload");
+	if (strcmp(cmd, "check") == 0)
+		return cmd_check();
+	if (strcmp(cmd, "queue") == 0)
+		return cmd_queue();
+	usage();
+}

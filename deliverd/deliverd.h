@@ -1,0 +1,45 @@
+/*
+ * deliverd - internal interfaces of the delivery agent.
+ *
+ * A deliverd takes one job at a time from queued (a queue id and the
+ * recipients that share a transport and next hop), reads the message from
+ * queue/QID itself (bodies never travel over IPC), and reports one result
+ * per recipient.  Transports: smtp.c (smarthost relay), maildir.c (local).
+ */
+#ifndef POSTERN_DELIVERD_H
+#define POSTERN_DELIVERD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "spool.h"
+
+#define RESULT_TEXT_MAX 400
+
+struct rcpt_result {
+	uint32_t idx;
+	char addr[ADDR_PATH_MAX + 1];
+	int status;                      /* 2, 4 or 5; 0 = not yet decided */
+	char text[RESULT_TEXT_MAX + 1];  /* reply or reason, with the host */
+};
+
+struct delivery {
+	const char *qid;
+	int fd;                          /* message file, read-only */
+	const struct spool_env *env;
+	struct rcpt_result *r;
+	size_t n;
+	char relay[300];                 /* host:port that answered last */
+};
+
+extern struct config *cfg;
+
+/* smtp.c: deliver to the configured smarthost(s); fills every r[].status. */
+void smtp_deliver(struct delivery *d);
+
+/* maildir.c */
+int maildir_open_root(const char *pattern);   /* before privileges drop */
+void maildir_deliver(struct delivery *d);
+
+#endif

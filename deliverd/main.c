@@ -1,0 +1,212 @@
+/*
+ * deliverd - a delivery agent of the pool.  Connects to queued, says
+ * HELLO, and runs the jobs it is given one at a time.  A job is processed
+ * synchronously inside the event loop callback, so SIGTERM (read from the
+ * signalfd afterwards) lets the current transaction finish first.
+ */
+#include "deliverd.h"
+#include "ipc.h"
+#include "log.h"
+#include "proc.h"
+#include "str.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#define QUEUED_RETRY_MS 500
+
+struct config *cfg;
+static struct ipc_chan *master, *queued;
+static struct ev_timer retry_timer;
+static int stopping;
+
+static void queued_connect(void *arg);
+
+static const char *status_event(int st)
+{
+	return st == 2 ? "delivered" : st == 5 ? "bounced" : "deferred";
+}
+
+static void run_job(struct ipc_msg *m)
+{
+	char qid[QID_MAX], transport[16], nexthop[256], err[300];
+	struct spool_env env;
+	struct delivery d;
+	uint32_t n;
+	int corrupt;
+
+	if (ipc_get_str(m, qid, sizeof(qid)) == -1 || ipc_get_str(m, transport, sizeof(transport)) == -1 ||
+	    ipc_get_str(m, nexthop, sizeof(nexthop)) == -1 || ipc_get_u32(m, &n) == -1 ||
+	    n == 0 || n > SPOOL_RCPT_MAX || !spool_qid_valid(qid))
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"malformed JOB from queued\"");
+	memset(&d, 0, sizeof(d));
+	d.r = xcalloc(n, sizeof(*d.r));
+	d.n = n;
+	d.qid = qid;
+	for (uint32_t i = 0; i < n; i++)
+		if (ipc_get_u32(m, &d.r[i].idx) == -1 ||
+		    ipc_get_str(m, d.r[i].addr, sizeof(d.r[i].addr)) == -1)
+			log_fatal(EX_SOFTWARE, "event=fatal error=\"malformed JOB recipients from queued\"");
+	if (ipc_end(m) == -1)
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"trailing bytes in JOB from queued\"");
+
+	d.fd = spool_msg_open(SPOOL_QUEUE, qid, &env, &corrupt, err, sizeof(err));
+	if (d.fd == -1) {
+		/* queued re-validated this file at takeover; if it is unreadable
+		 * now, defer and let queued's next look decide. */
+		log_error("event=queue_file_error qid=%s error=%s", qid, log_q(err));
+		for (size_t i = 0; i < d.n; i++) {
+			d.r[i].status = 4;
+			str_fmt(d.r[i].text, sizeof(d.r[i].text), "451 4.3.0 queue file unreadable: %s", err);
+		}
+	} else {
+		d.env = &env;
+		if (strcmp(transport, "local") == 0) {
+			maildir_deliver(&d);
+		} else if (strcmp(transport, "relay") == 0) {
+			smtp_deliver(&d);
+		} else {
+			str_copy(d.relay, nexthop, sizeof(d.relay));
+			for (size_t i = 0; i < d.n; i++) {
+				d.r[i].status = 4;
+				str_fmt(d.r[i].text, sizeof(d.r[i].text),
+				        "no relay configured, and direct MX delivery to %s is not available in "
+				        "this build: set relay.host",
+				        nexthop);
+			}
+		}
+		spool_env_free(&env);
+		close(d.fd);
+	}
+	for (size_t i = 0; i < d.n; i++) {
+		struct ipc_msg r;
+		struct rcpt_result *x = &d.r[i];
+		void (*logf)(const char *, ...) = x->status == 2 ? log_info : log_warn;
+		logf("event=%s qid=%s rcpt=<%s> transport=%s relay=%s reply=%s", status_event(x->status), qid,
+		     x->addr, transport, log_q(d.relay), log_q(x->text));
+		ipc_msg_init(&r, IPC_RESULT);
+		ipc_put_str(&r, qid);
+		ipc_put_u32(&r, x->idx);
+		ipc_put_u32(&r, (uint32_t)(x->status ? x->status : 4));
+		ipc_put_str(&r, x->text);
+		ipc_send(queued, &r, -1);
+	}
+	struct ipc_msg done;
+	ipc_msg_init(&done, IPC_DONE);
+	ipc_put_str(&done, qid);
+	ipc_send(queued, &done, -1);
+	free(d.r);
+}
+
+static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	if (m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	if (m->type != IPC_JOB)
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from queued\"", m->type);
+	run_job(m);
+	if (stopping) {
+		log_info("event=stopped");
+		exit(0);
+	}
+}
+
+static void on_queued_close(struct ipc_chan *ch, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	ipc_chan_free(queued);
+	queued = NULL;
+	if (stopping)
+		exit(0);
+	log_info("event=queued_disconnected");
+	ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
+}
+
+static void queued_connect(void *arg)
+{
+	struct ipc_msg m;
+	int fd;
+
+	(void)arg;
+	fd = ipc_connect(SPOOL_QUEUED_SOCK);
+	if (fd == -1) {
+		log_debug("event=queued_unreachable error=%s", log_q(strerror(errno)));
+		ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
+		return;
+	}
+	queued = ipc_chan_new(fd, on_queued_msg, on_queued_close, NULL);
+	if (queued == NULL) {
+		close(fd);
+		ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
+		return;
+	}
+	ipc_msg_init(&m, IPC_HELLO);
+	ipc_put_str(&m, "deliverd");
+	ipc_put_u32(&m, (uint32_t)getpid());
+	ipc_send(queued, &m, -1);
+}
+
+static void on_signal(int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		/* Jobs run to completion inside one callback, so here we are
+		 * always between transactions. */
+		stopping = 1;
+		log_info("event=stopped");
+		exit(0);
+	case SIGHUP: {
+		struct config *n = proc_reload(cfg);
+		if (n) {
+			config_free(cfg);
+			cfg = n;
+		}
+		break;
+	}
+	case SIGUSR1:
+		log_reopen();
+		break;
+	}
+}
+
+static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	if (m->fd >= 0)
+		close(m->fd);
+	log_warn("event=ipc_error error=\"unexpected message %u from master\"", m->type);
+}
+
+static void on_master_close(struct ipc_chan *ch, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	exit(0);
+}
+
+static void before_drop(struct config *c)
+{
+	maildir_open_root(c->local.maildir);
+}
+
+int main(int argc, char **argv)
+{
+	cfg = proc_child_init("deliverd", argc, argv, before_drop);
+	proc_signals_install(on_signal);
+	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	ev_timer_init(&retry_timer, queued_connect, NULL);
+	queued_connect(NULL);
+	proc_ready(master);
+	ev_run();
+	return 0;
+}

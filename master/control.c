@@ -1,0 +1,236 @@
+/*
+ * control - the socket the `postern` CLI talks to (run_dir/control.sock).
+ *
+ * Protocol: the client sends one command line (at most CONTROL_LINE_MAX
+ * bytes, LF-terminated); the master answers with "ok" or "error: why" on
+ * the first line, optional body lines, and closes.  The socket is mode
+ * 0600: only the user who runs the master (root in production) may use
+ * it.  A client that misbehaves (long line, garbage, slow) is logged and
+ * disconnected; it never affects the master (STYLE.md, OpenSMTPD mproc).
+ */
+#include "master.h"
+#include "buf.h"
+#include "log.h"
+#include "str.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define CONTROL_LINE_MAX 512
+#define CONTROL_TIMEOUT_MS 10000
+
+struct conn {
+	int fd;
+	struct buf in;
+	struct buf out;
+	struct ev_timer timer;
+	int closing;
+};
+
+static int listen_fd = -1;
+static char sock_path[CONFIG_PATH_MAX + 32];
+
+static void conn_free(struct conn *c)
+{
+	ev_del(c->fd);
+	ev_timer_del(&c->timer);
+	close(c->fd);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c);
+}
+
+static void conn_timeout(void *arg)
+{
+	struct conn *c = arg;
+	log_warn("event=control_timeout error=\"client sent no command in time\"");
+	conn_free(c);
+}
+
+static void fmt_uptime(time_t since, char *out, size_t len)
+{
+	long s = (long)(time(NULL) - since);
+	if (s < 120)
+		str_fmt(out, len, "%lds", s);
+	else if (s < 7200)
+		str_fmt(out, len, "%ldm", s / 60);
+	else if (s < 172800)
+		str_fmt(out, len, "%ldh", s / 3600);
+	else
+		str_fmt(out, len, "%ldd", s / 86400);
+}
+
+static const char *state_name(const struct child *c)
+{
+	switch (c->state) {
+	case CH_STARTING: return "starting";
+	case CH_READY: return "ready";
+	case CH_WAITING: return "throttled";
+	case CH_STOPPED: return "stopped";
+	}
+	return "?";
+}
+
+static void cmd_status(struct conn *c)
+{
+	char up[32];
+	unsigned total = 0;
+
+	for (size_t i = 0; i < M.nchildren; i++)
+		total += M.children[i].restarts;
+	fmt_uptime(M.started, up, sizeof(up));
+	buf_appendf(&c->out, "ok\n%-9s %-8s %-10s %-7s %-8s %s\n", "COMPONENT", "PID", "STATE",
+	            "UPTIME", "RESTARTS", "LAST-EXIT");
+	buf_appendf(&c->out, "%-9s %-8d %-10s %-7s %-8u %s\n", "master", (int)getpid(),
+	            M.stopping ? "stopping" : "running", up, total, "-");
+	for (size_t i = 0; i < M.nchildren; i++) {
+		const struct child *ch = &M.children[i];
+		if (ch->pid > 0)
+			fmt_uptime(ch->started, up, sizeof(up));
+		else
+			str_copy(up, "-", sizeof(up));
+		buf_appendf(&c->out, "%-9s %-8d %-10s %-7s %-8u %s\n", role_name(ch->role), (int)ch->pid,
+		            state_name(ch), up, ch->restarts, ch->last_exit[0] ? ch->last_exit : "-");
+	}
+}
+
+static void dispatch(struct conn *c, char *line)
+{
+	char *arg = strchr(line, ' ');
+
+	if (arg)
+		*arg++ = '\0';
+	if (strcmp(line, "status") == 0) {
+		cmd_status(c);
+	} else if (strcmp(line, "ping") == 0) {
+		buf_appendf(&c->out, "ok\n%s\n", M.ready_announced ? "ready" : "starting");
+	} else if (strcmp(line, "stop") == 0) {
+		buf_appendf(&c->out, "ok\nstopping (master pid %d)\n", (int)getpid());
+		log_info("event=stop_requested source=control");
+		kill(getpid(), SIGTERM);
+	} else if (strcmp(line, "reload") == 0) {
+		log_info("event=reload_requested source=control");
+		reload_config();
+		buf_appendf(&c->out, "ok\nreloaded %s\n", M.config_path);
+	} else if (strcmp(line, "restart") == 0) {
+		int role = arg ? role_parse(arg) : -1;
+		if (role < 0) {
+			buf_appendf(&c->out, "error: restart what? (smtpd, queued or deliverd)\n");
+		} else {
+			log_info("event=restart_requested component=%s source=control", role_name(role));
+			spawn_restart_role(role);
+			buf_appendf(&c->out, "ok\nrestarting %s\n", role_name(role));
+		}
+	} else {
+		char esc[128];
+		str_escape(esc, sizeof(esc), line, strlen(line));
+		log_warn("event=control_error error=\"unknown command\" command=\"%s\"", esc);
+		buf_appendf(&c->out, "error: unknown command\n");
+	}
+	c->closing = 1;
+}
+
+static void conn_io(int fd, int events, void *arg)
+{
+	struct conn *c = arg;
+
+	if (events & EV_READ && !c->closing) {
+		ssize_t r = buf_read_fd(&c->in, fd);
+		if (r == 0 || (r == -1 && errno != EAGAIN)) {
+			conn_free(c);
+			return;
+		}
+		char *nl = memchr(buf_head(&c->in), '\n', buf_used(&c->in));
+		if (nl == NULL && r == -2) {
+			log_warn("event=control_error error=\"command line too long\"");
+			conn_free(c);
+			return;
+		}
+		if (nl != NULL) {
+			*nl = '\0';
+			for (char *p = buf_head(&c->in); p < nl; p++)
+				if ((unsigned char)*p < 0x20 && *p != '\r') {
+					log_warn("event=control_error error=\"control byte in command\"");
+					conn_free(c);
+					return;
+				}
+			if (nl > buf_head(&c->in) && nl[-1] == '\r')
+				nl[-1] = '\0';
+			dispatch(c, buf_head(&c->in));
+			ev_mod(fd, EV_WRITE);
+		}
+	}
+	if (c->closing && buf_used(&c->out) > 0) {
+		ssize_t w = write(fd, buf_head(&c->out), buf_used(&c->out));
+		if (w > 0)
+			buf_drain(&c->out, (size_t)w);
+		else if (w == -1 && errno != EAGAIN) {
+			conn_free(c);
+			return;
+		}
+	}
+	if (c->closing && buf_used(&c->out) == 0)
+		conn_free(c);
+}
+
+static void on_accept(int fd, int events, void *arg)
+{
+	(void)events;
+	(void)arg;
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1)
+			return;
+		struct conn *c = xcalloc(1, sizeof(*c));
+		c->fd = cfd;
+		buf_init(&c->in, CONTROL_LINE_MAX);
+		buf_init(&c->out, 1 << 20);
+		ev_timer_init(&c->timer, conn_timeout, c);
+		ev_timer_add(&c->timer, CONTROL_TIMEOUT_MS);
+		if (ev_add(cfd, EV_READ, conn_io, c) == -1)
+			conn_free(c);
+	}
+}
+
+int control_open(const char *run_dir, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+	if (str_fmt(sock_path, sizeof(sock_path), "%s/control.sock", run_dir) < 0 ||
+	    str_copy(sun.sun_path, sock_path, sizeof(sun.sun_path)) == -1) {
+		str_fmt(err, errlen, "control socket path %s/control.sock is too long", run_dir);
+		return -1;
+	}
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (listen_fd == -1) {
+		str_fmt(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	unlink(sock_path);
+	mode_t old = umask(0177);
+	int r = bind(listen_fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (r == -1 || listen(listen_fd, 16) == -1) {
+		str_fmt(err, errlen, "bind %s: %s", sock_path, strerror(errno));
+		close(listen_fd);
+		listen_fd = -1;
+		return -1;
+	}
+	return ev_add(listen_fd, EV_READ, on_accept, NULL);
+}
+
+void control_close(void)
+{
+	if (listen_fd >= 0) {
+		ev_del(listen_fd);
+		close(listen_fd);
+		unlink(sock_path);
+		listen_fd = -1;
+	}
+}

@@ -1,0 +1,76 @@
+/*
+ * master - the supervisor: binds sockets, spawns and restarts the
+ * children, answers the control socket.  Internal interfaces between
+ * master/main.c, spawn.c, control.c and reload.c.
+ */
+#ifndef POSTERN_MASTER_H
+#define POSTERN_MASTER_H
+
+#include <sys/types.h>
+#include <time.h>
+
+#include "config.h"
+#include "event.h"
+#include "ipc.h"
+
+enum role { ROLE_SMTPD = 0, ROLE_QUEUED, ROLE_DELIVERD, ROLE_MAX };
+enum child_state { CH_STARTING = 0, CH_READY, CH_WAITING, CH_STOPPED };
+
+struct child {
+	int role;
+	int slot;                  /* index within the role (deliverd pool) */
+	pid_t pid;                 /* 0 when not running */
+	int state;
+	time_t started;            /* wall clock, for uptime */
+	uint64_t started_ms;       /* monotonic, for crash-loop detection */
+	unsigned restarts;
+	unsigned backoff_ms;
+	int restart_requested;     /* `postern restart`: respawn now, no backoff */
+	char last_exit[64];
+	struct ipc_chan *ch;
+	struct ev_timer timer;     /* delayed respawn */
+};
+
+struct master {
+	struct config *cfg;
+	char config_path[CONFIG_PATH_MAX];
+	char libexec[CONFIG_PATH_MAX];
+	int listen_fd[CONFIG_LISTEN_MAX];
+	size_t nlisten;
+	struct child *children;
+	size_t nchildren;
+	int stopping;
+	int ready_announced;
+	int detach_fd;             /* stderr to close once ready (postern start) */
+	int daemon;                /* started with -d */
+	time_t started;
+	uint64_t stop_deadline_ms;
+	struct ev_timer stop_timer;
+};
+
+extern struct master M;
+
+const char *role_name(int role);
+int role_parse(const char *s);
+
+/* spawn.c */
+void spawn_all(void);
+void spawn_child(struct child *c);
+void spawn_reap(void);
+void spawn_restart_role(int role);
+void spawn_stop_all(void);
+int spawn_all_stopped(void);
+void spawn_kill_all(void);
+
+/* control.c */
+int control_open(const char *run_dir, char *err, size_t errlen);
+void control_close(void);
+
+/* reload.c */
+void reload_config(void);
+
+/* main.c */
+void master_check_ready(void);
+void master_shutdown(void);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * reload - SIGHUP / `postern reload`: reread the config without dropping
+ * connections.  The master validates the new file first; if it does not
+ * load, everything keeps running on the old one and the error is logged.
+ * Otherwise each child gets SIGHUP and rereads the file itself.  Listening
+ * sockets and the deliverd pool size are fixed at start: a change to
+ * `listen` or `queue.concurrency` is logged as needing `postern stop` and
+ * `postern start`.
+ */
+#include "master.h"
+#include "log.h"
+
+#include <signal.h>
+#include <string.h>
+
+void reload_config(void)
+{
+	char err[1024];
+	struct config *cfg = config_load(M.config_path, err, sizeof(err));
+
+	if (cfg == NULL) {
+		log_error("event=reload_failed error=%s", log_q(err));
+		return;
+	}
+	if (cfg->nlisten != M.cfg->nlisten ||
+	    memcmp(cfg->listen, M.cfg->listen, cfg->nlisten * sizeof(cfg->listen[0])) != 0)
+		log_warn("event=reload_partial error=\"listen changed; takes effect at the next start\"");
+	if (cfg->queue.concurrency != M.cfg->queue.concurrency)
+		log_warn("event=reload_partial error=\"queue.concurrency changed; takes effect at the next start\"");
+	/* Keep the listener table the children were given. */
+	memcpy(cfg->listen, M.cfg->listen, sizeof(cfg->listen));
+	cfg->nlisten = M.cfg->nlisten;
+	cfg->queue.concurrency = M.cfg->queue.concurrency;
+	config_free(M.cfg);
+	M.cfg = cfg;
+	log_set_level(cfg->log.level);
+	log_reopen();
+	for (size_t i = 0; i < M.nchildren; i++)
+		if (M.children[i].pid > 0)
+			kill(M.children[i].pid, SIGHUP);
+	log_info("event=reloaded file=%s", log_q(M.config_path));
+}

@@ -1,0 +1,301 @@
+/*
+ * spawn - fork, exec and supervise the children.
+ *
+ * Each child is a separate program from libexec/postern/ (so ps and
+ * /proc/PID/exe name its role).  It gets the master channel on fd 3 and,
+ * for smtpd, the listening sockets from fd 4 on (described in
+ * POSTERN_LISTEN).  A child that dies is respawned at once if it had been
+ * up for a while; one that dies soon after start is respawned with an
+ * exponential backoff (Postfix master_spawn.c throttling) so a crash loop
+ * is logged and slowed, never spun.  A lost child stops nothing else.
+ */
+#include "master.h"
+#include "log.h"
+#include "proc.h"
+#include "str.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#define STABLE_MS 10000      /* a child up this long is not crash-looping */
+#define BACKOFF_FIRST_MS 250
+#define BACKOFF_MAX_MS 60000
+
+static void on_child_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	struct child *c = arg;
+	uint32_t pid;
+
+	(void)ch;
+	if (m->fd >= 0)
+		close(m->fd);
+	switch (m->type) {
+	case IPC_READY:
+		if (ipc_get_u32(m, &pid) == -1 || ipc_end(m) == -1) {
+			log_warn("event=ipc_error component=%s pid=%d error=\"bad READY\"",
+			         role_name(c->role), (int)c->pid);
+			return;
+		}
+		c->state = CH_READY;
+		master_check_ready();
+		break;
+	default:
+		log_warn("event=ipc_error component=%s pid=%d error=\"unexpected message %u\"",
+		         role_name(c->role), (int)c->pid, m->type);
+	}
+}
+
+static void on_child_close(struct ipc_chan *ch, void *arg)
+{
+	struct child *c = arg;
+	(void)ch;
+	/* The process exit (SIGCHLD) does the bookkeeping; just drop the fd. */
+	ipc_chan_free(c->ch);
+	c->ch = NULL;
+}
+
+static void respawn_timer(void *arg)
+{
+	struct child *c = arg;
+	if (!M.stopping && c->pid == 0) {
+		spawn_child(c);
+		if (c->pid)
+			log_info("event=restarted component=%s pid=%d restarts=%u", role_name(c->role),
+			         (int)c->pid, c->restarts);
+	}
+}
+
+/* Move fd to a fixed number in the child, clearing close-on-exec. */
+static int place_fd(int fd, int target)
+{
+	int tmp = fcntl(fd, F_DUPFD_CLOEXEC, 64);
+	if (tmp == -1)
+		return -1;
+	if (dup2(tmp, target) == -1)
+		return -1;
+	close(tmp);
+	return 0;
+}
+
+void spawn_child(struct child *c)
+{
+	char path[CONFIG_PATH_MAX + 32], env[2048] = "";
+	int sv[2];
+	pid_t pid;
+
+	str_fmt(path, sizeof(path), "%s/%s", M.libexec, role_name(c->role));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_error("event=spawn_failed component=%s error=%s", role_name(c->role),
+		          log_q(strerror(errno)));
+		c->state = CH_WAITING;
+		ev_timer_add(&c->timer, 1000);
+		return;
+	}
+	if (c->role == ROLE_SMTPD) {
+		for (size_t i = 0; i < M.nlisten; i++) {
+			char one[128];
+			str_fmt(one, sizeof(one), "%s%d:%s:%s:%d", i ? "," : "", PROC_LISTEN_FD0 + (int)i,
+			        config_mode_name(M.cfg->listen[i].mode), M.cfg->listen[i].address,
+			        M.cfg->listen[i].port);
+			str_append(env, one, sizeof(env));
+		}
+	}
+	pid = fork();
+	if (pid == -1) {
+		log_error("event=spawn_failed component=%s error=%s", role_name(c->role),
+		          log_q(strerror(errno)));
+		close(sv[0]);
+		close(sv[1]);
+		c->state = CH_WAITING;
+		ev_timer_add(&c->timer, 1000);
+		return;
+	}
+	if (pid == 0) {
+		proc_signals_reset();
+		/* Under `postern start` our stderr is a pipe the CLI waits on:
+		 * children must not hold it open.  They log to files anyway. */
+		if (M.daemon) {
+			int null = open("/dev/null", O_WRONLY);
+			if (null >= 0)
+				dup2(null, 2);
+		}
+		if (place_fd(sv[1], PROC_MASTER_FD) == -1)
+			_exit(EX_OSERR);
+		if (c->role == ROLE_SMTPD) {
+			for (size_t i = 0; i < M.nlisten; i++)
+				if (place_fd(M.listen_fd[i], PROC_LISTEN_FD0 + (int)i) == -1)
+					_exit(EX_OSERR);
+			setenv("POSTERN_LISTEN", env, 1);
+		}
+		char *argv[] = { (char *)role_name(c->role), "-c", M.config_path, NULL };
+		execv(path, argv);
+		/* Cannot log through our file safely after fork; stderr goes to
+		 * the master's stderr or /dev/null. */
+		_exit(EX_OSERR);
+	}
+	close(sv[1]);
+	c->pid = pid;
+	c->state = CH_STARTING;
+	c->started = time(NULL);
+	c->started_ms = ev_now_ms();
+	c->restart_requested = 0;
+	c->ch = ipc_chan_new(sv[0], on_child_msg, on_child_close, c);
+	if (c->ch == NULL)
+		close(sv[0]);
+	log_info("event=spawned component=%s pid=%d slot=%d restarts=%u", role_name(c->role), (int)pid,
+	         c->slot, c->restarts);
+}
+
+void spawn_all(void)
+{
+	for (size_t i = 0; i < M.nchildren; i++) {
+		ev_timer_init(&M.children[i].timer, respawn_timer, &M.children[i]);
+		spawn_child(&M.children[i]);
+	}
+}
+
+static struct child *find_pid(pid_t pid)
+{
+	for (size_t i = 0; i < M.nchildren; i++)
+		if (M.children[i].pid == pid)
+			return &M.children[i];
+	return NULL;
+}
+
+static void describe_exit(int status, char *out, size_t len)
+{
+	if (WIFEXITED(status))
+		str_fmt(out, len, "exit %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		str_fmt(out, len, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		str_fmt(out, len, "status %d", status);
+}
+
+static void child_exited(struct child *c, int status)
+{
+	uint64_t lived = ev_now_ms() - c->started_ms;
+	pid_t old = c->pid;
+
+	describe_exit(status, c->last_exit, sizeof(c->last_exit));
+	c->pid = 0;
+	if (c->ch) {
+		ipc_chan_free(c->ch);
+		c->ch = NULL;
+	}
+	if (M.stopping || c->state == CH_STOPPED) {
+		c->state = CH_STOPPED;
+		log_info("event=exited component=%s pid=%d status=%s", role_name(c->role), (int)old,
+		         log_q(c->last_exit));
+		return;
+	}
+	int expected = c->restart_requested;
+	log_info("event=exited component=%s pid=%d status=%s uptime_ms=%llu expected=%s",
+	         role_name(c->role), (int)old, log_q(c->last_exit), (unsigned long long)lived,
+	         expected ? "yes" : "no");
+	c->restarts++;
+	if (expected || lived >= STABLE_MS) {
+		c->backoff_ms = 0;
+		spawn_child(c);
+		if (c->pid)
+			log_info("event=restarted component=%s pid=%d restarts=%u", role_name(c->role),
+			         (int)c->pid, c->restarts);
+		return;
+	}
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_FIRST_MS;
+	if (c->backoff_ms > BACKOFF_MAX_MS)
+		c->backoff_ms = BACKOFF_MAX_MS;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG && c->backoff_ms < 5000)
+		c->backoff_ms = 5000;
+	c->state = CH_WAITING;
+	log_warn("event=throttled component=%s status=%s uptime_ms=%llu retry_in_ms=%u "
+	         "error=\"child died soon after start; restarting with backoff\"",
+	         role_name(c->role), log_q(c->last_exit), (unsigned long long)lived, c->backoff_ms);
+	ev_timer_add(&c->timer, c->backoff_ms);
+}
+
+void spawn_reap(void)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct child *c = find_pid(pid);
+		if (c != NULL)
+			child_exited(c, status);
+		else
+			log_debug("event=reaped pid=%d", (int)pid);
+	}
+	/* Respawned children started at once log event=restarted above;
+	 * throttled ones log it when their timer fires. */
+}
+
+void spawn_restart_role(int role)
+{
+	for (size_t i = 0; i < M.nchildren; i++) {
+		struct child *c = &M.children[i];
+		if (c->role != role)
+			continue;
+		if (c->pid > 0) {
+			c->restart_requested = 1;
+			kill(c->pid, SIGTERM);
+		} else if (c->state == CH_WAITING) {
+			ev_timer_del(&c->timer);
+			c->restarts++;
+			spawn_child(c);
+		}
+	}
+}
+
+void spawn_stop_all(void)
+{
+	/* smtpd first so no new mail arrives while the rest shut down;
+	 * all get SIGTERM at once (each finishes its own work). */
+	for (size_t i = 0; i < M.nchildren; i++) {
+		struct child *c = &M.children[i];
+		ev_timer_del(&c->timer);
+		if (c->pid > 0)
+			kill(c->pid, SIGTERM);
+		else
+			c->state = CH_STOPPED;
+	}
+}
+
+void spawn_kill_all(void)
+{
+	for (size_t i = 0; i < M.nchildren; i++)
+		if (M.children[i].pid > 0) {
+			log_warn("event=killed component=%s pid=%d error=\"did not stop in time\"",
+			         role_name(M.children[i].role), (int)M.children[i].pid);
+			kill(M.children[i].pid, SIGKILL);
+		}
+}
+
+int spawn_all_stopped(void)
+{
+	for (size_t i = 0; i < M.nchildren; i++)
+		if (M.children[i].pid > 0)
+			return 0;
+	return 1;
+}
+
+const char *role_name(int role)
+{
+	static const char *n[] = { "smtpd", "queued", "deliverd" };
+	return (role >= 0 && role < ROLE_MAX) ? n[role] : "?";
+}
+
+int role_parse(const char *s)
+{
+	for (int i = 0; i < ROLE_MAX; i++)
+		if (strcmp(s, role_name(i)) == 0)
+			return i;
+	return -1;
+}

@@ -1,0 +1,79 @@
+/*
+ * queued - owns the spool after submission: takeover, scheduling,
+ * retries, results, removal.  Internal interfaces of queued/.
+ *
+ * Memory: one struct msg per queued message with its envelope addresses
+ * and per-recipient state (never the body).  The msg table owns them;
+ * queue_msg_free() is the one teardown.
+ */
+#ifndef POSTERN_QUEUED_H
+#define POSTERN_QUEUED_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "event.h"
+#include "ipc.h"
+#include "spool.h"
+
+enum transport { TR_LOCAL = 0, TR_RELAY, TR_MX };
+
+struct job;
+
+struct msg {
+	char qid[QID_MAX];
+	char sender[ADDR_PATH_MAX + 1];
+	int64_t arrival;
+	uint64_t size;
+	char **rcpt;                /* owned */
+	size_t nrcpt;
+	struct spool_state st;      /* owned */
+	unsigned jobs_out;          /* jobs queued or running */
+	int queued_ready;           /* on the ready list */
+	int dirty;                  /* st changed since the last write */
+	struct ev_timer retry;
+	struct msg *hnext;          /* hash chain */
+	struct msg *rnext;          /* ready list */
+};
+
+struct job {
+	struct msg *msg;
+	int transport;
+	char nexthop[256];
+	uint32_t *idx;              /* recipient indexes (owned) */
+	size_t n;
+	uint8_t *answered;          /* per idx: result received */
+	struct job *next;
+};
+
+struct worker {
+	struct ipc_chan *ch;
+	int role;                   /* 0 unknown, 1 smtpd, 2 deliverd */
+	int pid;
+	struct job *job;            /* running job, or NULL when idle */
+	struct worker *next;
+};
+
+extern struct config *cfg;
+
+/* queue.c: the message table and spool transitions */
+struct msg *queue_find(const char *qid);
+size_t queue_count(void);
+int queue_takeover(const char *qid);        /* T2 for incoming/QID */
+void queue_recover(void);                   /* start-up scan */
+void queue_scan_incoming(void);
+void queue_msg_free(struct msg *m);
+void queue_remove(struct msg *m);           /* T4 and free */
+int queue_write_state(struct msg *m);       /* T5 */
+
+/* schedule.c: ready list, jobs, workers, results */
+void schedule_init(void);
+void schedule_msg(struct msg *m);           /* consider m for delivery now or later */
+void schedule_worker_idle(struct worker *w);
+void schedule_worker_gone(struct worker *w);
+void schedule_result(struct worker *w, struct ipc_msg *m);
+void schedule_done(struct worker *w, struct ipc_msg *m);
+void schedule_kick(void);
+int transport_of(const char *rcpt, char *nexthop, size_t len);
+
+#endif

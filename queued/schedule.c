@@ -1,0 +1,313 @@
+/*
+ * schedule - which recipient goes to which delivery agent, and what a
+ * result means for the message.
+ *
+ * A message with recipients due (pending, or deferred and past `next`) is
+ * put on the ready list.  Its due recipients are grouped into jobs by
+ * transport and next hop (all local recipients in one job, all relay
+ * recipients in one job, one job per domain for MX delivery); jobs wait
+ * in a FIFO until a deliverd is idle.  Results update the in-memory state;
+ * when the message's last job is done, the state is written (T5) before
+ * anything else happens: removal (T4) when every recipient is final, else
+ * a retry timer with exponential backoff from retry_min to retry_max.
+ * Past queue.lifetime, deferred recipients become bounced.
+ */
+#include "queued.h"
+#include "log.h"
+#include "str.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static struct msg *ready_head, **ready_tail = &ready_head;
+static struct job *jobs_head, **jobs_tail = &jobs_head;
+static struct worker *idle_head;
+
+void schedule_init(void)
+{
+	ready_head = NULL;
+	ready_tail = &ready_head;
+}
+
+int transport_of(const char *rcpt, char *nexthop, size_t len)
+{
+	const char *at = strrchr(rcpt, '@');
+	const char *domain = at ? at + 1 : "";
+
+	str_copy(nexthop, domain, len);
+	str_lower(nexthop);
+	/* "postmaster" without a domain is local (RFC 5321 4.5.1). */
+	if (at == NULL || config_is_local_domain(cfg, nexthop))
+		return TR_LOCAL;
+	if (cfg->relay.present) {
+		str_copy(nexthop, cfg->relay.hosts[0].host, len);
+		return TR_RELAY;
+	}
+	return TR_MX;
+}
+
+static const char *transport_name(int t)
+{
+	static const char *n[] = { "local", "relay", "mx" };
+	return n[t];
+}
+
+static int rcpt_due(const struct msg *m, size_t i, int64_t now)
+{
+	int s = m->st.r[i].state;
+	return s == RS_PENDING || (s == RS_DEFERRED && m->st.next <= now);
+}
+
+static void job_free(struct job *j)
+{
+	free(j->idx);
+	free(j->answered);
+	free(j);
+}
+
+/* Split m's due recipients into jobs and queue them. */
+static void make_jobs(struct msg *m)
+{
+	int64_t now = time(NULL);
+	struct job *mine = NULL;
+
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		char hop[256];
+		int t;
+		struct job *j;
+
+		if (!rcpt_due(m, i, now))
+			continue;
+		t = transport_of(m->rcpt[i], hop, sizeof(hop));
+		for (j = mine; j; j = j->next)
+			if (j->transport == t && strcmp(j->nexthop, hop) == 0)
+				break;
+		if (j == NULL) {
+			j = xcalloc(1, sizeof(*j));
+			j->msg = m;
+			j->transport = t;
+			str_copy(j->nexthop, hop, sizeof(j->nexthop));
+			j->idx = xcalloc(m->nrcpt, sizeof(uint32_t));
+			j->answered = xcalloc(m->nrcpt, 1);
+			j->next = mine;
+			mine = j;
+		}
+		j->idx[j->n++] = (uint32_t)i;
+	}
+	while (mine) {
+		struct job *j = mine;
+		mine = j->next;
+		j->next = NULL;
+		*jobs_tail = j;
+		jobs_tail = &j->next;
+		m->jobs_out++;
+	}
+}
+
+static void send_job(struct worker *w, struct job *j)
+{
+	struct ipc_msg im;
+
+	ipc_msg_init(&im, IPC_JOB);
+	ipc_put_str(&im, j->msg->qid);
+	ipc_put_str(&im, transport_name(j->transport));
+	ipc_put_str(&im, j->nexthop);
+	ipc_put_u32(&im, (uint32_t)j->n);
+	for (size_t i = 0; i < j->n; i++) {
+		ipc_put_u32(&im, j->idx[i]);
+		ipc_put_str(&im, j->msg->rcpt[j->idx[i]]);
+	}
+	w->job = j;
+	log_debug("event=dispatched qid=%s transport=%s nexthop=%s nrcpt=%zu worker=%d", j->msg->qid,
+	          transport_name(j->transport), log_q(j->nexthop), j->n, w->pid);
+	ipc_send(w->ch, &im, -1);
+}
+
+void schedule_kick(void)
+{
+	/* Turn ready messages into jobs only as workers free up, so a huge
+	 * backlog stays on disk state and does not become a huge job list. */
+	while (idle_head) {
+		if (jobs_head == NULL) {
+			struct msg *m = ready_head;
+			if (m == NULL)
+				return;
+			ready_head = m->rnext;
+			if (ready_head == NULL)
+				ready_tail = &ready_head;
+			m->rnext = NULL;
+			m->queued_ready = 0;
+			if (m->jobs_out == 0 && !m->st.held)
+				make_jobs(m);
+			continue;
+		}
+		struct job *j = jobs_head;
+		jobs_head = j->next;
+		if (jobs_head == NULL)
+			jobs_tail = &jobs_head;
+		j->next = NULL;
+		struct worker *w = idle_head;
+		idle_head = w->next;
+		w->next = NULL;
+		send_job(w, j);
+	}
+}
+
+void schedule_msg(struct msg *m)
+{
+	int64_t now = time(NULL);
+	int due = 0, waiting = 0;
+
+	if (m->queued_ready || m->jobs_out > 0 || m->st.held)
+		return;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		if (rcpt_due(m, i, now))
+			due = 1;
+		else if (m->st.r[i].state == RS_DEFERRED)
+			waiting = 1;
+	}
+	if (due) {
+		ev_timer_del(&m->retry);
+		m->queued_ready = 1;
+		*ready_tail = m;
+		ready_tail = &m->rnext;
+		schedule_kick();
+	} else if (waiting) {
+		int64_t d = m->st.next - now;
+		ev_timer_add(&m->retry, (uint64_t)(d > 0 ? d : 0) * 1000);
+	}
+}
+
+static void add_idle(struct worker *w)
+{
+	w->next = idle_head;
+	idle_head = w;
+}
+
+void schedule_worker_idle(struct worker *w)
+{
+	add_idle(w);
+	schedule_kick();
+}
+
+static int64_t backoff(uint32_t attempts)
+{
+	int64_t d = cfg->queue.retry_min;
+	for (uint32_t i = 1; i < attempts && d < cfg->queue.retry_max; i++)
+		d *= 2;
+	return d > cfg->queue.retry_max ? cfg->queue.retry_max : d;
+}
+
+/* All of m's jobs are back: persist, then remove or plan the retry. */
+static void msg_settle(struct msg *m, int agent_died)
+{
+	int64_t now = time(NULL);
+	int open = 0;
+
+	m->st.attempts++;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		struct spool_rcpt_state *r = &m->st.r[i];
+		if (r->state != RS_DEFERRED && r->state != RS_PENDING)
+			continue;
+		if (now - m->arrival >= cfg->queue.lifetime) {
+			r->state = RS_BOUNCED;
+			log_info("event=bounced qid=%s rcpt=<%s> reason=expired lifetime=%d last_error=%s",
+			         m->qid, m->rcpt[i], cfg->queue.lifetime, log_q(r->error));
+			continue;
+		}
+		open = 1;
+	}
+	if (open)
+		m->st.next = agent_died ? now + 1 : now + backoff(m->st.attempts);
+	if (!open) {
+		queue_remove(m);
+		return;
+	}
+	if (queue_write_state(m) == -1) {
+		/* The state on disk is older: at worst a delivery repeats. */
+		m->st.next = now + cfg->queue.retry_min;
+	}
+	log_info("event=scheduled qid=%s attempts=%u next_in=%llds", m->qid, m->st.attempts,
+	         (long long)(m->st.next - now));
+	schedule_msg(m);
+}
+
+static void job_finish(struct worker *w, int agent_died)
+{
+	struct job *j = w->job;
+	struct msg *m = j->msg;
+
+	w->job = NULL;
+	for (size_t i = 0; i < j->n; i++) {
+		if (j->answered[i])
+			continue;
+		struct spool_rcpt_state *r = &m->st.r[j->idx[i]];
+		r->state = RS_DEFERRED;
+		r->last = time(NULL);
+		str_copy(r->error, agent_died ? "delivery agent exited during delivery"
+		                              : "delivery agent reported no result",
+		         sizeof(r->error));
+		log_warn("event=deferred qid=%s rcpt=<%s> reason=%s", m->qid, m->rcpt[j->idx[i]],
+		         log_q(r->error));
+	}
+	job_free(j);
+	if (--m->jobs_out == 0)
+		msg_settle(m, agent_died);
+}
+
+void schedule_worker_gone(struct worker *w)
+{
+	struct worker **pp;
+
+	for (pp = &idle_head; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	if (w->job)
+		job_finish(w, 1);
+}
+
+/* IPC_RESULT: qid, index, status class (2/4/5), text. */
+void schedule_result(struct worker *w, struct ipc_msg *im)
+{
+	char qid[QID_MAX], text[SPOOL_ERR_MAX + 1];
+	uint32_t idx, status;
+	struct job *j = w->job;
+
+	if (ipc_get_str(im, qid, sizeof(qid)) == -1 || ipc_get_u32(im, &idx) == -1 ||
+	    ipc_get_u32(im, &status) == -1 || ipc_get_str(im, text, sizeof(text)) == -1 ||
+	    ipc_end(im) == -1)
+		log_fatal(70, "event=fatal error=\"malformed RESULT from deliverd pid %d\"", w->pid);
+	if (j == NULL || strcmp(qid, j->msg->qid) != 0)
+		log_fatal(70, "event=fatal error=\"RESULT for %s from deliverd pid %d without that job\"",
+		          qid, w->pid);
+	size_t k;
+	for (k = 0; k < j->n; k++)
+		if (j->idx[k] == idx)
+			break;
+	if (k == j->n || (status != 2 && status != 4 && status != 5))
+		log_fatal(70, "event=fatal error=\"RESULT with bad index/status from deliverd pid %d\"", w->pid);
+	j->answered[k] = 1;
+	struct spool_rcpt_state *r = &j->msg->st.r[idx];
+	r->attempts++;
+	r->last = time(NULL);
+	str_copy(r->error, text, sizeof(r->error));
+	r->state = status == 2 ? RS_DELIVERED : status == 5 ? RS_BOUNCED : RS_DEFERRED;
+	j->msg->dirty = 1;
+}
+
+void schedule_done(struct worker *w, struct ipc_msg *im)
+{
+	char qid[QID_MAX];
+
+	if (ipc_get_str(im, qid, sizeof(qid)) == -1 || ipc_end(im) == -1)
+		log_fatal(70, "event=fatal error=\"malformed DONE from deliverd pid %d\"", w->pid);
+	if (w->job == NULL || strcmp(qid, w->job->msg->qid) != 0)
+		log_fatal(70, "event=fatal error=\"DONE for %s from deliverd pid %d without that job\"",
+		          qid, w->pid);
+	job_finish(w, 0);
+	add_idle(w);
+	schedule_kick();
+}

@@ -1,0 +1,293 @@
+/*
+ * smtpd - the ESMTP listener, the only process facing the network.
+ * Listening sockets come from the master (POSTERN_LISTEN="fd:mode:addr:port,...").
+ * Connection limits are enforced here, before the banner.
+ */
+#include "smtpd.h"
+#include "log.h"
+#include "proc.h"
+#include "str.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#define QUEUED_RETRY_MS 1000
+#define STOP_GRACE_MS 10000
+#define IP_HASH 4096
+
+struct config *cfg;
+static struct listener listeners[CONFIG_LISTEN_MAX];
+static size_t nlisteners;
+static struct ipc_chan *master;
+static struct ipc_chan *queued;
+static struct ev_timer queued_timer, stop_timer;
+static int stopping;
+
+/* Connections per client address, for max_connections_per_ip. */
+struct ipcount {
+	char ip[64];
+	int n;
+	struct ipcount *next;
+};
+static struct ipcount *ipcounts[IP_HASH];
+
+static unsigned ip_hash(const char *s)
+{
+	unsigned h = 5381;
+	for (; *s; s++)
+		h = h * 33 + (unsigned char)*s;
+	return h % IP_HASH;
+}
+
+static struct ipcount **ip_find(const char *ip)
+{
+	struct ipcount **pp = &ipcounts[ip_hash(ip)];
+	for (; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->ip, ip) == 0)
+			break;
+	return pp;
+}
+
+void smtpd_conn_closed(const struct session *s)
+{
+	struct ipcount **pp = ip_find(s->ip), *c = *pp;
+
+	if (c && --c->n <= 0) {
+		*pp = c->next;
+		free(c);
+	}
+	if (stopping && session_count() == 0) {
+		log_info("event=stopped");
+		exit(0);
+	}
+}
+
+static void queued_connect(void *arg);
+
+static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	if (m->fd >= 0)
+		close(m->fd);
+	log_warn("event=ipc_error error=\"unexpected message %u from queued\"", m->type);
+}
+
+static void on_queued_close(struct ipc_chan *ch, void *arg)
+{
+	(void)arg;
+	(void)ch;
+	log_info("event=queued_disconnected");
+	ipc_chan_free(queued);
+	queued = NULL;
+	ev_timer_add(&queued_timer, QUEUED_RETRY_MS);
+}
+
+static void queued_connect(void *arg)
+{
+	struct ipc_msg m;
+	int fd;
+
+	(void)arg;
+	if (queued != NULL)
+		return;
+	fd = ipc_connect(SPOOL_QUEUED_SOCK);
+	if (fd == -1) {
+		log_debug("event=queued_unreachable error=%s", log_q(strerror(errno)));
+		ev_timer_add(&queued_timer, QUEUED_RETRY_MS);
+		return;
+	}
+	queued = ipc_chan_new(fd, on_queued_msg, on_queued_close, NULL);
+	if (queued == NULL) {
+		close(fd);
+		ev_timer_add(&queued_timer, QUEUED_RETRY_MS);
+		return;
+	}
+	ipc_msg_init(&m, IPC_HELLO);
+	ipc_put_str(&m, "smtpd");
+	ipc_put_u32(&m, (uint32_t)getpid());
+	ipc_send(queued, &m, -1);
+	log_debug("event=queued_connected");
+}
+
+void smtpd_notify_queued(const char *qid)
+{
+	struct ipc_msg m;
+
+	if (queued == NULL) {
+		/* The file is in incoming/; queued's scan picks it up. */
+		log_info("event=notify_deferred qid=%s reason=\"queued not connected; it scans incoming/\"", qid);
+		return;
+	}
+	ipc_msg_init(&m, IPC_INCOMING);
+	ipc_put_str(&m, qid);
+	ipc_send(queued, &m, -1);
+}
+
+static void on_accept(int fd, int events, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int c = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		char ip[64];
+
+		if (c == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED && errno != EINTR)
+				log_warn("event=accept_failed listener=%s:%d error=%s", l->address, l->port,
+				         log_q(strerror(errno)));
+			return;
+		}
+		net_ntop((struct sockaddr *)&ss, ip, sizeof(ip));
+		if (session_count() >= (size_t)cfg->smtpd.max_connections) {
+			static const char msg[] = "421 4.7.0 Error: too many connections\r\n";
+			log_warn("event=refused client=%s reason=max_connections limit=%d", ip,
+			         cfg->smtpd.max_connections);
+			ssize_t w = send(c, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+			(void)w;
+			close(c);
+			continue;
+		}
+		struct ipcount **pp = ip_find(ip);
+		if (*pp && (*pp)->n >= cfg->smtpd.max_connections_per_ip) {
+			static const char msg[] = "421 4.7.0 Error: too many connections from your address\r\n";
+			log_warn("event=refused client=%s reason=max_connections_per_ip limit=%d", ip,
+			         cfg->smtpd.max_connections_per_ip);
+			ssize_t w = send(c, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+			(void)w;
+			close(c);
+			continue;
+		}
+		if (*pp == NULL) {
+			*pp = xcalloc(1, sizeof(**pp));
+			str_copy((*pp)->ip, ip, sizeof((*pp)->ip));
+		}
+		(*pp)->n++;
+		session_new(c, &ss, l);
+	}
+}
+
+static void parse_listen_env(void)
+{
+	const char *env = getenv("POSTERN_LISTEN");
+	char buf[2048], *save = NULL;
+
+	if (env == NULL || *env == '\0')
+		log_fatal(EX_CONFIG, "event=fatal error=\"no listening sockets (POSTERN_LISTEN unset): "
+		                     "smtpd is started by the master\"");
+	str_copy(buf, env, sizeof(buf));
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct listener *l = &listeners[nlisteners];
+		char *mode = strchr(tok, ':');
+		char *addr = mode ? strchr(mode + 1, ':') : NULL;
+		char *port = addr ? strrchr(addr + 1, ':') : NULL;
+		uint64_t fd, pn;
+
+		if (port == NULL || nlisteners >= CONFIG_LISTEN_MAX)
+			log_fatal(EX_SOFTWARE, "event=fatal error=\"bad POSTERN_LISTEN\"");
+		*mode++ = '\0';
+		*addr++ = '\0';
+		*port++ = '\0';
+		if (str_to_u64(tok, 3, 1024, &fd) == -1 || str_to_u64(port, 1, 65535, &pn) == -1)
+			log_fatal(EX_SOFTWARE, "event=fatal error=\"bad POSTERN_LISTEN\"");
+		l->fd = (int)fd;
+		l->mode = strcmp(mode, "submissions") == 0 ? MODE_SUBMISSIONS :
+		          strcmp(mode, "submission") == 0 ? MODE_SUBMISSION : MODE_SMTP;
+		str_copy(l->address, addr, sizeof(l->address));
+		l->port = (int)pn;
+		nlisteners++;
+	}
+}
+
+static void stop_now(void *arg)
+{
+	(void)arg;
+	log_warn("event=stop_timeout sessions=%zu error=\"clients still in DATA; answering 421\"",
+	         session_count());
+	session_abort_all();
+	log_info("event=stopped");
+	exit(0);
+}
+
+static void on_signal(int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		if (stopping)
+			return;
+		stopping = 1;
+		log_info("event=stopping sessions=%zu", session_count());
+		for (size_t i = 0; i < nlisteners; i++) {
+			ev_del(listeners[i].fd);
+			close(listeners[i].fd);
+		}
+		session_shutdown_all();
+		if (session_count() == 0) {
+			log_info("event=stopped");
+			exit(0);
+		}
+		ev_timer_init(&stop_timer, stop_now, NULL);
+		ev_timer_add(&stop_timer, STOP_GRACE_MS);
+		break;
+	case SIGHUP: {
+		struct config *n = proc_reload(cfg);
+		if (n) {
+			config_free(cfg);
+			cfg = n;
+			policy_load();
+		}
+		break;
+	}
+	case SIGUSR1:
+		log_reopen();
+		break;
+	}
+}
+
+static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	if (m->fd >= 0)
+		close(m->fd);
+	log_warn("event=ipc_error error=\"unexpected message %u from master\"", m->type);
+}
+
+static void on_master_close(struct ipc_chan *ch, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	log_info("event=master_gone");
+	exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	cfg = proc_child_init("smtpd", argc, argv, NULL);
+	proc_signals_install(on_signal);
+	parse_listen_env();
+	if (policy_load() == -1)
+		log_fatal(EX_CONFIG, "event=fatal error=\"bad smtpd.mynetworks\"");
+	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	ev_timer_init(&queued_timer, queued_connect, NULL);
+	queued_connect(NULL);
+	for (size_t i = 0; i < nlisteners; i++) {
+		net_set_nonblock(listeners[i].fd);
+		net_set_cloexec(listeners[i].fd);
+		if (ev_add(listeners[i].fd, EV_READ, on_accept, &listeners[i]) == -1)
+			log_fatal(EX_OSERR, "event=fatal what=ev_add listener");
+		log_info("event=listening address=%s port=%d mode=%s", listeners[i].address,
+		         listeners[i].port, config_mode_name(listeners[i].mode));
+	}
+	proc_ready(master);
+	ev_run();
+	return 0;
+}

@@ -1,0 +1,688 @@
+/*
+ * session - one SMTP client: the command state machine (RFC 5321).
+ *
+ * Input is read into a bounded buffer and processed command by command,
+ * so pipelined commands (RFC 2920) are answered in order; replies are
+ * collected and written in one go.  Verbs are dispatched from a table
+ * (Postfix smtpd_cmd_table).  Every client string that reaches a log line
+ * goes through log_q()/log_qn().
+ *
+ * Limits, each with its reply:
+ *   command line > SMTP_CMD_MAX         500 5.5.2 (rest of line discarded)
+ *   NUL or bare LF in a command         500 5.5.2
+ *   smtpd.max_errors bad commands       421 4.7.0 and disconnect
+ *   MAIL SIZE= > max_message_size       552 5.3.4
+ *   recipients > max_recipients         452 4.5.3
+ *   smtpd.timeout idle, data_timeout    421 4.4.2 and disconnect
+ */
+#include "smtpd.h"
+#include "log.h"
+#include "smtp_line.h"
+#include "str.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct session *sessions;
+static size_t nsessions;
+static unsigned long next_id = 1;
+static int shutting_down;
+
+static void session_io(int fd, int events, void *arg);
+static void session_flush(struct session *s);
+
+size_t session_count(void)
+{
+	return nsessions;
+}
+
+void session_reply(struct session *s, const char *fmt, ...)
+{
+	char line[SMTP_REPLY_MAX * 8];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	if (buf_append(&s->out, line, (size_t)n) == -1) {
+		/* A client that never reads its replies: stop talking to it. */
+		log_warn("event=disconnect client=%s reason=\"output buffer full\"", s->ip);
+		s->state = SS_CLOSING;
+		buf_reset(&s->in);
+	}
+}
+
+static void reset_transaction(struct session *s)
+{
+	for (size_t i = 0; i < s->nrcpt; i++)
+		free(s->rcpt[i]);
+	free(s->rcpt);
+	s->rcpt = NULL;
+	s->nrcpt = 0;
+	memset(&s->sender, 0, sizeof(s->sender));
+	s->body_8bit = 0;
+	s->smtputf8 = 0;
+	if (s->w) {
+		spool_submit_abort(s->w);
+		free(s->w);
+		s->w = NULL;
+	}
+	if (s->state > SS_READY && s->state != SS_CLOSING)
+		s->state = SS_READY;
+}
+
+static void arm_timer(struct session *s)
+{
+	ev_timer_add(&s->timer, (uint64_t)cfg->smtpd.timeout * 1000);
+}
+
+static void on_timeout(void *arg)
+{
+	struct session *s = arg;
+
+	log_info("event=timeout client=%s state=%d", s->ip, s->state);
+	if (s->state == SS_DATA)
+		reset_transaction(s);
+	session_reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
+	s->state = SS_CLOSING;
+	buf_reset(&s->in);
+	session_flush(s);
+}
+
+void session_new(int fd, const struct sockaddr_storage *peer, const struct listener *l)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+
+	s->fd = fd;
+	s->peer = *peer;
+	s->l = l;
+	s->id = next_id++;
+	net_ntop((const struct sockaddr *)peer, s->ip, sizeof(s->ip));
+	s->port = net_port((const struct sockaddr *)peer);
+	buf_init(&s->in, SMTPD_IN_CAP);
+	buf_init(&s->out, SMTPD_OUT_CAP);
+	ev_timer_init(&s->timer, on_timeout, s);
+	s->next = sessions;
+	if (sessions)
+		sessions->prev = s;
+	sessions = s;
+	nsessions++;
+	log_info("event=connect client=%s port=%d listener=%s:%d mode=%s", s->ip, s->port, l->address,
+	         l->port, config_mode_name(l->mode));
+	if (ev_add(fd, EV_READ, session_io, s) == -1) {
+		session_free(s);
+		return;
+	}
+	arm_timer(s);
+	session_reply(s, "220 %s ESMTP postern", cfg->hostname);
+	session_flush(s);
+}
+
+void session_free(struct session *s)
+{
+	reset_transaction(s);
+	ev_timer_del(&s->timer);
+	ev_del(s->fd);
+	close(s->fd);
+	buf_free(&s->in);
+	buf_free(&s->out);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	nsessions--;
+	log_info("event=disconnect client=%s", s->ip);
+	smtpd_conn_closed(s);
+	free(s);
+}
+
+/* Count a bad command; at the limit, say goodbye (Postfix hard_error_limit). */
+static void bad_command(struct session *s)
+{
+	if (++s->errors >= cfg->smtpd.max_errors) {
+		log_warn("event=too_many_errors client=%s errors=%d", s->ip, s->errors);
+		session_reply(s, "421 4.7.0 %s Error: too many errors", cfg->hostname);
+		s->state = SS_CLOSING;
+	}
+}
+
+/* ---- ESMTP parameters ---- */
+
+static int parse_mail_params(struct session *s, char *p, uint64_t *size)
+{
+	*size = 0;
+	while (*p) {
+		char *sp, *eq;
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		sp = strchr(p, ' ');
+		if (sp)
+			*sp = '\0';
+		eq = strchr(p, '=');
+		if (eq)
+			*eq++ = '\0';
+		if (str_casecmp(p, "SIZE") == 0 && eq) {
+			if (str_to_u64(eq, 0, UINT64_MAX, size) == -1) {
+				session_reply(s, "501 5.5.4 Bad SIZE= value");
+				return -1;
+			}
+		} else if (str_casecmp(p, "BODY") == 0 && eq) {
+			if (str_casecmp(eq, "8BITMIME") == 0)
+				s->body_8bit = 1;
+			else if (str_casecmp(eq, "7BIT") == 0)
+				s->body_8bit = 0;
+			else {
+				session_reply(s, "501 5.5.4 BODY= must be 7BIT or 8BITMIME");
+				return -1;
+			}
+		} else if (str_casecmp(p, "SMTPUTF8") == 0 && eq == NULL) {
+			s->smtputf8 = 1;
+		} else if (str_casecmp(p, "AUTH") == 0 && eq) {
+			/* RFC 4954 5: accepted and not trusted. */
+		} else {
+			session_reply(s, "555 5.5.4 Unsupported MAIL parameter %s", log_q(p));
+			return -1;
+		}
+		if (!sp)
+			break;
+		p = sp + 1;
+	}
+	return 0;
+}
+
+/* ---- verbs ---- */
+
+static int helo_arg_ok(const char *arg)
+{
+	if (*arg == '\0' || strlen(arg) > 255)
+		return 0;
+	for (const char *p = arg; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static void do_helo(struct session *s, char *arg, int esmtp)
+{
+	if (!helo_arg_ok(arg)) {
+		session_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+		bad_command(s);
+		return;
+	}
+	reset_transaction(s);
+	str_copy(s->helo, arg, sizeof(s->helo));
+	s->esmtp = esmtp;
+	s->state = SS_READY;
+	if (!esmtp) {
+		session_reply(s, "250 %s", cfg->hostname);
+		return;
+	}
+	session_reply(s, "250-%s", cfg->hostname);
+	session_reply(s, "250-PIPELINING");
+	session_reply(s, "250-SIZE %llu", (unsigned long long)cfg->smtpd.max_message_size);
+	session_reply(s, "250-8BITMIME");
+	session_reply(s, "250-ENHANCEDSTATUSCODES");
+	session_reply(s, "250 SMTPUTF8");
+}
+
+static void cmd_helo(struct session *s, char *arg) { do_helo(s, arg, 0); }
+static void cmd_ehlo(struct session *s, char *arg) { do_helo(s, arg, 1); }
+
+static void cmd_mail(struct session *s, char *arg)
+{
+	const char *why;
+	size_t end;
+	uint64_t size;
+
+	if (s->state == SS_GREET) {
+		session_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		bad_command(s);
+		return;
+	}
+	if (s->state != SS_READY) {
+		session_reply(s, "503 5.5.1 Error: nested MAIL command");
+		bad_command(s);
+		return;
+	}
+	if (str_ncasecmp(arg, "FROM:", 5) != 0) {
+		session_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		bad_command(s);
+		return;
+	}
+	arg += 5;
+	while (*arg == ' ')   /* tolerated by every MTA, though not in the RFC */
+		arg++;
+	/* SMTPUTF8 must be known before parsing the address: look ahead. */
+	s->smtputf8 = 0;
+	s->body_8bit = 0;
+	char *params = NULL;
+	{
+		char *gt = strrchr(arg, '>');
+		if (gt) {
+			params = gt + 1;
+			for (char *p = params; *p; p++)
+				if (str_ncasecmp(p, "SMTPUTF8", 8) == 0 && (p[8] == '\0' || p[8] == ' ') &&
+				    (p == params || p[-1] == ' '))
+					s->smtputf8 = 1;
+		}
+	}
+	if (addr_parse_path(arg, strlen(arg), ADDR_NULL_OK | (s->smtputf8 ? ADDR_UTF8 : 0), &s->sender,
+	                    &end, &why) == -1) {
+		session_reply(s, "501 5.1.7 Bad sender address syntax: %s", why);
+		bad_command(s);
+		return;
+	}
+	if (arg[end] != '\0' && arg[end] != ' ') {
+		session_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
+		bad_command(s);
+		return;
+	}
+	if (parse_mail_params(s, arg + end, &size) == -1) {
+		memset(&s->sender, 0, sizeof(s->sender));
+		bad_command(s);
+		return;
+	}
+	if (size > cfg->smtpd.max_message_size) {
+		session_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		memset(&s->sender, 0, sizeof(s->sender));
+		return;
+	}
+	s->state = SS_MAIL;
+	log_debug("event=mail client=%s from=<%s>", s->ip, s->sender.text);
+	session_reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct session *s, char *arg)
+{
+	struct addr a;
+	const char *why, *reply;
+	size_t end;
+
+	if (s->state != SS_MAIL && s->state != SS_RCPT) {
+		session_reply(s, "503 5.5.1 Error: need MAIL command");
+		bad_command(s);
+		return;
+	}
+	if (str_ncasecmp(arg, "TO:", 3) != 0) {
+		session_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		bad_command(s);
+		return;
+	}
+	arg += 3;
+	while (*arg == ' ')
+		arg++;
+	if (addr_parse_path(arg, strlen(arg), ADDR_POSTMASTER_OK | (s->smtputf8 ? ADDR_UTF8 : 0), &a,
+	                    &end, &why) == -1) {
+		session_reply(s, "501 5.1.3 Bad recipient address syntax: %s", why);
+		bad_command(s);
+		return;
+	}
+	if (arg[end] != '\0') {
+		/* We advertise no RCPT parameters (DSN comes later). */
+		session_reply(s, "555 5.5.4 Unsupported RCPT parameter");
+		bad_command(s);
+		return;
+	}
+	if (policy_rcpt(s, &a, &reply) == -1) {
+		log_info("event=rejected client=%s from=<%s> rcpt=%s reply=%s", s->ip, s->sender.text,
+		         log_q(a.text), log_q(reply));
+		session_reply(s, "%s", reply);
+		bad_command(s);
+		return;
+	}
+	if (s->nrcpt >= (size_t)cfg->smtpd.max_recipients) {
+		session_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	s->rcpt = xrealloc(s->rcpt, (s->nrcpt + 1) * sizeof(char *));
+	s->rcpt[s->nrcpt++] = xstrdup(a.text);
+	s->state = SS_RCPT;
+	session_reply(s, "250 2.1.5 Ok");
+}
+
+static int sink_spool(void *arg, const char *p, size_t n)
+{
+	struct session *s = arg;
+	return spool_submit_write(s->w, p, n);
+}
+
+static void write_received(struct session *s)
+{
+	char date[64], hdr[1024];
+	time_t now = time(NULL);
+	struct tm tm;
+	const char *proto = s->esmtp ? (s->smtputf8 ? "UTF8SMTP" : "ESMTP") : "SMTP";
+	int n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	n = snprintf(hdr, sizeof(hdr),
+	             "Received: from %s ([%s])\r\n\tby %s (postern) with %s id %s%s%s%s;\r\n\t%s\r\n",
+	             s->helo, s->ip, cfg->hostname, proto, s->w->qid,
+	             s->nrcpt == 1 ? "\r\n\tfor <" : "", s->nrcpt == 1 ? s->rcpt[0] : "",
+	             s->nrcpt == 1 ? ">" : "", date);
+	if (n > 0 && (size_t)n < sizeof(hdr))
+		spool_submit_write(s->w, hdr, (size_t)n);
+}
+
+static void cmd_data(struct session *s, char *arg)
+{
+	struct spool_env env;
+
+	if (*arg) {
+		session_reply(s, "501 5.5.4 Syntax: DATA");
+		bad_command(s);
+		return;
+	}
+	if (s->state != SS_RCPT) {
+		session_reply(s, s->state == SS_MAIL ? "554 5.5.1 Error: no valid recipients"
+		                                     : "503 5.5.1 Error: need RCPT command");
+		bad_command(s);
+		return;
+	}
+	s->w = xcalloc(1, sizeof(*s->w));
+	if (spool_submit_open(s->w) == -1) {
+		log_error("event=spool_error client=%s what=open error=%s", s->ip, log_q(strerror(errno)));
+		free(s->w);
+		s->w = NULL;
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+		reset_transaction(s);
+		return;
+	}
+	memset(&env, 0, sizeof(env));
+	env.arrival = time(NULL);
+	str_copy(env.origin, "smtp", sizeof(env.origin));
+	str_copy(env.client, s->ip, sizeof(env.client));
+	str_copy(env.helo, s->helo, sizeof(env.helo));
+	str_copy(env.proto, s->esmtp ? "ESMTP" : "SMTP", sizeof(env.proto));
+	str_copy(env.body, s->body_8bit ? "8bitmime" : "7bit", sizeof(env.body));
+	env.smtputf8 = s->smtputf8;
+	str_copy(env.sender, s->sender.text, sizeof(env.sender));
+	env.rcpt = s->rcpt;
+	env.nrcpt = s->nrcpt;
+	spool_submit_header(s->w, &env);
+	write_received(s);
+	data_init(&s->dr, cfg->smtpd.max_message_size, cfg->smtpd.bare_newline == BARE_NL_NORMALIZE,
+	          sink_spool, s);
+	s->state = SS_DATA;
+	s->data_deadline_ms = ev_now_ms() + (uint64_t)cfg->smtpd.data_timeout * 1000;
+	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void data_done(struct session *s)
+{
+	struct spool_writer *w = s->w;
+	char qid[QID_MAX];
+
+	s->state = SS_READY;
+	if (s->dr.err != DATA_OK) {
+		log_info("event=rejected client=%s from=<%s> reason=%s size=%llu", s->ip, s->sender.text,
+		         log_q(data_err_reply(s->dr.err)), (unsigned long long)s->dr.size);
+		session_reply(s, "%s", data_err_reply(s->dr.err));
+		reset_transaction(s);
+		return;
+	}
+	if (s->dr.sink_failed || spool_submit_commit(w) == -1) {
+		int e = w->err ? w->err : errno;
+		log_error("event=spool_error client=%s qid=%s what=commit error=%s", s->ip, w->qid,
+		          log_q(strerror(e)));
+		session_reply(s, "%s", e == ENOSPC || e == EDQUOT
+		                           ? "452 4.3.1 Insufficient system storage"
+		                           : "451 4.3.0 Error: queue file write error");
+		reset_transaction(s);
+		return;
+	}
+	str_copy(qid, w->qid, sizeof(qid));
+	free(s->w);
+	s->w = NULL;
+	log_info("event=accepted qid=%s client=%s helo=%s from=<%s> nrcpt=%zu size=%llu", qid, s->ip,
+	         log_q(s->helo), s->sender.text, s->nrcpt, (unsigned long long)s->dr.size);
+	smtpd_notify_queued(qid);
+	session_reply(s, "250 2.0.0 Ok: queued as %s", qid);
+	reset_transaction(s);
+}
+
+static void cmd_rset(struct session *s, char *arg)
+{
+	(void)arg;
+	reset_transaction(s);
+	session_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct session *s, char *arg)
+{
+	(void)arg;
+	session_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct session *s, char *arg)
+{
+	(void)arg;
+	session_reply(s, "221 2.0.0 Bye");
+	s->state = SS_CLOSING;
+}
+
+static void cmd_vrfy(struct session *s, char *arg)
+{
+	(void)arg;
+	/* RFC 5321 3.5.3: 252 without disclosing whether the user exists. */
+	session_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_help(struct session *s, char *arg)
+{
+	(void)arg;
+	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY");
+}
+
+static const struct {
+	const char *verb;
+	void (*fn)(struct session *, char *);
+} commands[] = {
+	{ "HELO", cmd_helo }, { "EHLO", cmd_ehlo }, { "MAIL", cmd_mail }, { "RCPT", cmd_rcpt },
+	{ "DATA", cmd_data }, { "RSET", cmd_rset }, { "NOOP", cmd_noop }, { "QUIT", cmd_quit },
+	{ "VRFY", cmd_vrfy }, { "HELP", cmd_help },
+};
+
+static void command(struct session *s, const char *p, size_t len)
+{
+	char line[SMTP_CMD_MAX];
+	char *arg;
+
+	memcpy(line, p, len);
+	line[len] = '\0';
+	arg = strchr(line, ' ');
+	if (arg)
+		*arg++ = '\0';
+	else
+		arg = line + len;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (str_casecmp(line, commands[i].verb) == 0) {
+			commands[i].fn(s, arg);
+			return;
+		}
+	}
+	log_info("event=unknown_command client=%s command=%s", s->ip, log_qn(p, len < 40 ? len : 40));
+	session_reply(s, "500 5.5.2 Error: command not recognized");
+	bad_command(s);
+}
+
+/* Returns 1 when it stopped because replies are piling up, 0 when it
+ * needs more input (or the session is closing). */
+static int process(struct session *s)
+{
+	while (s->state != SS_CLOSING) {
+		if (buf_used(&s->out) >= SMTPD_OUT_PAUSE)
+			return 1;
+		if (s->state == SS_DATA) {
+			size_t used;
+			if (buf_used(&s->in) == 0)
+				return 0;
+			int end = data_feed(&s->dr, buf_head(&s->in), buf_used(&s->in), &used);
+			buf_drain(&s->in, used);
+			if (!end)
+				return 0;
+			data_done(s);
+			continue;
+		}
+		if (s->skipping) {
+			if (!smtp_line_skip(&s->in))
+				return 0;
+			s->skipping = 0;
+			continue;
+		}
+		struct line l;
+		switch (smtp_line_read(&s->in, &l, SMTP_CMD_MAX)) {
+		case LINE_AGAIN:
+			return 0;
+		case LINE_OK:
+			command(s, l.p, l.len);
+			buf_drain(&s->in, l.consumed);
+			break;
+		case LINE_TOOLONG:
+			session_reply(s, "500 5.5.2 Error: line too long (max %d bytes)", SMTP_CMD_MAX);
+			s->skipping = 1;
+			bad_command(s);
+			break;
+		case LINE_BARELF:
+			session_reply(s, "500 5.5.2 Error: bare LF in command; use CRLF");
+			buf_drain(&s->in, l.consumed);
+			bad_command(s);
+			break;
+		case LINE_NUL:
+			session_reply(s, "500 5.5.2 Error: NUL byte in command");
+			s->skipping = 1;
+			bad_command(s);
+			break;
+		}
+	}
+	return 0;
+}
+
+void session_process(struct session *s)
+{
+	process(s);
+}
+
+/* Write what we can; 0 ok, -1 the session is gone. */
+static int write_out(struct session *s)
+{
+	while (buf_used(&s->out) > 0) {
+		ssize_t w = send(s->fd, buf_head(&s->out), buf_used(&s->out), MSG_NOSIGNAL);
+		if (w > 0) {
+			buf_drain(&s->out, (size_t)w);
+			continue;
+		}
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		log_info("event=lost client=%s error=%s", s->ip, log_q(w == -1 ? strerror(errno) : "eof"));
+		session_free(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* Process input, write replies, and choose what to wait for next. */
+static void session_run(struct session *s)
+{
+	for (;;) {
+		int paused = process(s);
+		if (shutting_down && s->state != SS_DATA && s->state != SS_CLOSING) {
+			session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
+			s->state = SS_CLOSING;
+		}
+		if (write_out(s) == -1)
+			return;
+		if (s->state == SS_CLOSING && buf_used(&s->out) == 0) {
+			session_free(s);
+			return;
+		}
+		if (!(paused && buf_used(&s->out) < SMTPD_OUT_PAUSE))
+			break;
+	}
+	int ev = 0;
+	if (buf_used(&s->out) > 0)
+		ev |= EV_WRITE;
+	if (s->state != SS_CLOSING && buf_used(&s->out) < SMTPD_OUT_PAUSE && buf_room(&s->in) > 0)
+		ev |= EV_READ;
+	ev_mod(s->fd, ev);
+}
+
+static void session_flush(struct session *s)
+{
+	session_run(s);
+}
+
+static void session_io(int fd, int events, void *arg)
+{
+	struct session *s = arg;
+
+	if (events & EV_READ && s->state != SS_CLOSING && buf_room(&s->in) > 0) {
+		ssize_t r = buf_read_fd(&s->in, fd);
+		if (r == 0 || (r == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			if (s->state == SS_DATA)
+				log_warn("event=lost client=%s state=data error=\"connection lost during DATA; "
+				         "message discarded\"", s->ip);
+			else
+				log_info("event=lost client=%s", s->ip);
+			session_free(s);
+			return;
+		}
+		if (r > 0) {
+			if (s->state == SS_DATA && ev_now_ms() > s->data_deadline_ms) {
+				on_timeout(s);
+				return;
+			}
+			arm_timer(s);
+		}
+	}
+	session_run(s);
+}
+
+void session_shutdown_all(void)
+{
+	struct session *s, *n;
+
+	shutting_down = 1;
+	for (s = sessions; s; s = n) {
+		n = s->next;
+		if (s->state == SS_DATA)
+			continue;   /* let it finish; it gets 421 after its reply */
+		session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
+		s->state = SS_CLOSING;
+		session_flush(s);
+	}
+}
+
+void session_abort_all(void)
+{
+	struct session *s, *n;
+
+	for (s = sessions; s; s = n) {
+		n = s->next;
+		if (s->state == SS_DATA)
+			reset_transaction(s);
+		session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
+		s->state = SS_CLOSING;
+		session_flush(s);
+	}
+}

@@ -1,0 +1,92 @@
+/*
+ * smtpd - internal interfaces of the ESMTP listener.
+ *
+ * One process, one epoll loop, many sessions.  main.c owns listeners,
+ * connection limits and the link to queued; session.c the per-client
+ * state machine; policy.c the relay decision; data.c the DATA reader.
+ * Each session is torn down only by session_free().
+ */
+#ifndef POSTERN_SMTPD_H
+#define POSTERN_SMTPD_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+#include "buf.h"
+#include "config.h"
+#include "data.h"
+#include "event.h"
+#include "net.h"
+#include "spool.h"
+
+#define SMTPD_IN_CAP 65536       /* input buffer bound per session */
+#define SMTPD_OUT_CAP 65536      /* replies pending to a client that does not read */
+#define SMTPD_OUT_PAUSE 16384    /* stop reading commands above this much output */
+
+enum session_state {
+	SS_GREET = 0,  /* banner sent, no HELO yet */
+	SS_READY,      /* HELO/EHLO done, no transaction */
+	SS_MAIL,       /* MAIL accepted */
+	SS_RCPT,       /* at least one RCPT accepted */
+	SS_DATA,       /* reading message data */
+	SS_CLOSING     /* flush replies, then close */
+};
+
+struct listener {
+	int fd;
+	int mode;
+	char address[64];
+	int port;
+};
+
+struct session {
+	int fd;
+	struct sockaddr_storage peer;
+	char ip[64];
+	int port;
+	const struct listener *l;
+	int state;
+	int esmtp;
+	char helo[256];
+	struct addr sender;
+	char **rcpt;
+	size_t nrcpt;
+	int body_8bit;
+	int smtputf8;
+	int errors;
+	struct buf in;
+	struct buf out;
+	int skipping;               /* discarding the rest of an over-long line */
+	struct ev_timer timer;
+	struct spool_writer *w;
+	struct data_reader dr;
+	uint64_t data_deadline_ms;
+	unsigned long id;           /* for log lines before a queue id exists */
+	struct session *prev, *next;
+};
+
+extern struct config *cfg;
+
+/* session.c */
+void session_new(int fd, const struct sockaddr_storage *peer, const struct listener *l);
+void session_free(struct session *s);
+void session_shutdown_all(void);
+void session_abort_all(void);
+size_t session_count(void);
+/* Feed input bytes to a session as if read from the socket (tests, fuzz). */
+void session_process(struct session *s);
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* policy.c */
+int policy_client_trusted(const struct sockaddr *sa);   /* in mynetworks */
+/* 0 ok; else -1 and *reply names the SMTP reply for RCPT. */
+int policy_rcpt(const struct session *s, const struct addr *rcpt, const char **reply);
+int policy_load(void);
+
+/* main.c */
+void smtpd_notify_queued(const char *qid);
+void smtpd_conn_closed(const struct session *s);
+
+#endif
