@@ -157,8 +157,11 @@ static void queued_connect(void *arg)
 static void on_signal(int sig)
 {
 	switch (sig) {
-	case SIGTERM:
 	case SIGINT:
+		/* Ctrl-C reaches the whole process group under `make run`:
+		 * only the master acts on it, so it can stop us in order. */
+		break;
+	case SIGTERM:
 		/* Jobs run to completion inside one callback, so here we are
 		 * always between transactions. */
 		stopping = 1;

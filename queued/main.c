@@ -147,8 +147,11 @@ static void scan(void *arg)
 static void on_signal(int sig)
 {
 	switch (sig) {
-	case SIGTERM:
 	case SIGINT:
+		/* Ctrl-C reaches the whole process group under `make run`:
+		 * only the master acts on it, so it can stop us in order. */
+		break;
+	case SIGTERM:
 		if (!stopping) {
 			stopping = 1;
 			/* State is written after every job, so there is nothing to

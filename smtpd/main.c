@@ -15,7 +15,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#define QUEUED_RETRY_MS 1000
+#define QUEUED_RETRY_MS 250
 #define STOP_GRACE_MS 10000
 #define IP_HASH 4096
 
@@ -119,6 +119,10 @@ void smtpd_notify_queued(const char *qid)
 	struct ipc_msg m;
 
 	if (queued == NULL) {
+		ev_timer_del(&queued_timer);
+		queued_connect(NULL);
+	}
+	if (queued == NULL) {
 		/* The file is in incoming/; queued's scan picks it up. */
 		log_info("event=notify_deferred qid=%s reason=\"queued not connected; it scans incoming/\"", qid);
 		return;
@@ -219,8 +223,11 @@ static void stop_now(void *arg)
 static void on_signal(int sig)
 {
 	switch (sig) {
-	case SIGTERM:
 	case SIGINT:
+		/* Ctrl-C reaches the whole process group under `make run`:
+		 * only the master acts on it, so it can stop us in order. */
+		break;
+	case SIGTERM:
 		if (stopping)
 			return;
 		stopping = 1;
