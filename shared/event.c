@@ -56,6 +56,10 @@ int ev_add(int fd, int events, ev_fd_cb *cb, void *arg)
 {
 	struct epoll_event ee = { .events = to_epoll(events), .data.fd = fd };
 
+	if (fd < 0) {
+		log_error("event=error what=epoll_ctl fd=%d error=\"negative fd\"", fd);
+		return -1;
+	}
 	if (fd >= nwatches) {
 		int n = nwatches ? nwatches : 64;
 		while (n <= fd)
@@ -77,7 +81,7 @@ int ev_mod(int fd, int events)
 {
 	struct epoll_event ee = { .events = to_epoll(events), .data.fd = fd };
 
-	if (fd >= nwatches || !watches[fd].active)
+	if (fd < 0 || fd >= nwatches || !watches[fd].active)
 		return -1;
 	if (watches[fd].events == events)
 		return 0;

@@ -137,7 +137,8 @@ struct ipc_chan {
 	struct out *head, **tail;
 	size_t pending;
 	int dead;
-	int in_cb;
+	int in_cb;            /* inside chan_io(): callbacks may free the channel */
+	int free_pending;     /* ipc_chan_free() was called from a callback */
 };
 
 static void chan_io(int fd, int events, void *arg);
@@ -175,6 +176,14 @@ void ipc_chan_free(struct ipc_chan *ch)
 
 	if (ch == NULL)
 		return;
+	if (ch->in_cb > 0) {
+		/* Called from this channel's own callback: chan_io() still holds
+		 * ch and frees it when the callback returns. */
+		ch->free_pending = 1;
+		ch->dead = 1;
+		ev_del(ch->fd);
+		return;
+	}
 	ev_del(ch->fd);
 	close(ch->fd);
 	for (o = ch->head; o; o = n) {
@@ -314,9 +323,8 @@ static int recv_raw(int fd, unsigned char *buf, size_t size, size_t *len, int *r
 	return 1;
 }
 
-static void chan_io(int fd, int events, void *arg)
+static void chan_io_run(int fd, int events, struct ipc_chan *ch)
 {
-	struct ipc_chan *ch = arg;
 	static unsigned char buf[IPC_MSG_MAX];
 
 	if (events & EV_WRITE) {
@@ -352,6 +360,16 @@ static void chan_io(int fd, int events, void *arg)
 		ch->on_msg(ch, &m, ch->arg);
 		ipc_msg_free(&m);
 	}
+}
+
+static void chan_io(int fd, int events, void *arg)
+{
+	struct ipc_chan *ch = arg;
+
+	ch->in_cb++;
+	chan_io_run(fd, events, ch);
+	if (--ch->in_cb == 0 && ch->free_pending)
+		ipc_chan_free(ch);
 }
 
 int ipc_send_sync(int fd, struct ipc_msg *m, int pass_fd)

@@ -350,6 +350,11 @@ int spool_msg_parse(int fd, struct spool_env *env, char *err, size_t errlen)
 			p = nl + 1;
 			break;
 		}
+		/* A NUL would end the C string early and hide the rest of the line. */
+		if (memchr(p, '\0', (size_t)(nl - p)) != NULL) {
+			str_fmt(err, errlen, "control byte in header");
+			goto fail;
+		}
 		*nl = '\0';
 		for (char *q = p; *q; q++)
 			if ((unsigned char)*q < 0x20 || *q == 0x7f) {
@@ -589,6 +594,11 @@ int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int 
 			goto fail;
 		}
 		buf[--n] = '\0';
+		for (size_t k = 0; k < n; k++)
+			if ((unsigned char)buf[k] < 0x20 || buf[k] == 0x7f) {
+				str_fmt(err, errlen, "%s: control byte in line", path);
+				goto fail;
+			}
 		if (strcmp(buf, "POSTERN-END") == 0) {
 			ended = 1;
 			break;
