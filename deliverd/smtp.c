@@ -83,7 +83,10 @@ static int conn_open(struct conn *c, const char *host, int port)
 	for (ai = res; ai; ai = ai->ai_next) {
 		char ip[64];
 		net_ntop(ai->ai_addr, ip, sizeof(ip));
-		str_fmt(c->name, sizeof(c->name), "%s[%s]:%d", host, ip, port);
+		if (strcmp(host, ip) == 0)
+			str_fmt(c->name, sizeof(c->name), "%s:%d", host, port);
+		else
+			str_fmt(c->name, sizeof(c->name), "%s[%s]:%d", host, ip, port);
 		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd == -1)
 			continue;

@@ -49,16 +49,28 @@ static void usage(void)
 	exit(EX_USAGE);
 }
 
+static struct config *loaded;
+
+static void free_loaded(void)
+{
+	config_free(loaded);
+	loaded = NULL;
+}
+
+/* The config lives until exit; freed by atexit so every path is clean. */
 static struct config *load(void)
 {
 	char err[1200];
-	struct config *cfg = config_load(conf_path, err, sizeof(err));
 
-	if (cfg == NULL) {
+	if (loaded != NULL)
+		return loaded;
+	loaded = config_load(conf_path, err, sizeof(err));
+	if (loaded == NULL) {
 		fprintf(stderr, "postern: %s\n", err);
 		exit(EX_CONFIG);
 	}
-	return cfg;
+	atexit(free_loaded);
+	return loaded;
 }
 
 /* Send one command; print the body; 0 if the master said ok. */
@@ -257,7 +269,6 @@ static int cmd_check(void)
 	struct config *cfg = load();
 	printf("%s: ok (%zu listener%s, %s)\n", cfg->file, cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
 	       cfg->relay.present ? "relay via smarthost" : "direct MX delivery");
-	config_free(cfg);
 	return 0;
 }
 

@@ -190,7 +190,10 @@ static void test_sequencing(void)
 	open_session("127.0.0.1");
 	TALK("", 1);
 	for (size_t i = 0; i < NELEM(sequencing); i++) {
-		ROW("%zu: %.*s", i, (int)strcspn(sequencing[i].cmd, "\r"), sequencing[i].cmd);
+		char label[80];
+		snprintf(label, sizeof(label), "%s", sequencing[i].cmd);
+		label[strcspn(label, "\r")] = '\0';
+		ROW("%zu: %s", i, label);
 		const char *r = TALK(sequencing[i].cmd, 1);
 		CHECK(strncmp(r, sequencing[i].reply, strlen(sequencing[i].reply)) == 0);
 		if (strncmp(r, sequencing[i].reply, strlen(sequencing[i].reply)) != 0)
