@@ -74,7 +74,7 @@ void queue_msg_free(struct msg *m)
 
 static void retry_due(void *arg)
 {
-	schedule_msg(arg);
+	schedule_loaded(arg);
 }
 
 static struct msg *msg_new(struct spool_env *env, uint64_t size)
@@ -209,7 +209,7 @@ static void load_queued(const char *qid)
 		queue_write_state(m);
 	}
 	insert(m);
-	schedule_msg(m);
+	schedule_loaded(m);
 }
 
 static void scan_dir(const char *dir, void (*fn)(const char *qid))

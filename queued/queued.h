@@ -14,6 +14,7 @@
 #include "config.h"
 #include "event.h"
 #include "ipc.h"
+#include "buf.h"
 #include "spool.h"
 
 enum transport { TR_LOCAL = 0, TR_RELAY, TR_MX };
@@ -66,9 +67,18 @@ void queue_msg_free(struct msg *m);
 void queue_remove(struct msg *m);           /* T4 and free */
 int queue_write_state(struct msg *m);       /* T5 */
 
+/* bounce.c: delivery status notifications */
+enum { DSN_FAILED = 1, DSN_DELAYED };
+/* Queue a DSN to m's sender about recipients idx[0..n).  0 when queued. */
+int bounce_send(struct msg *m, int kind, const size_t *idx, size_t n);
+void bounce_parse_error(const char *err, int failed, char *host, size_t hl, char *diag, size_t dl,
+                        char *status, size_t sl);
+
 /* schedule.c: ready list, jobs, workers, results */
 void schedule_init(void);
 void schedule_msg(struct msg *m);           /* consider m for delivery now or later */
+void schedule_loaded(struct msg *m);        /* after recovery: deliver, or finish */
+void schedule_settle_final(struct msg *m);  /* all recipients final: DSNs, removal */
 void schedule_worker_idle(struct worker *w);
 void schedule_worker_gone(struct worker *w);
 void schedule_result(struct worker *w, struct ipc_msg *m);

@@ -179,6 +179,17 @@ void schedule_msg(struct msg *m)
 	}
 }
 
+/* A loaded message with nothing due or waiting (recovery). */
+void schedule_loaded(struct msg *m)
+{
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_PENDING || m->st.r[i].state == RS_DEFERRED) {
+			schedule_msg(m);
+			return;
+		}
+	schedule_settle_final(m);
+}
+
 static void add_idle(struct worker *w)
 {
 	w->next = idle_head;
@@ -199,6 +210,92 @@ static int64_t backoff(uint32_t attempts)
 	return d > cfg->queue.retry_max ? cfg->queue.retry_max : d;
 }
 
+/*
+ * Tell the sender about bounces not yet reported, and send the delay
+ * warning once warn_after has passed.  A null sender is never sent a DSN
+ * (RFC 5321 6.1, no loops): the bounce is logged and the message kept for
+ * the admin until its lifetime ends.  Returns 1 if m changed.
+ */
+static int notify(struct msg *m, int64_t now)
+{
+	size_t *idx = xcalloc(m->nrcpt, sizeof(size_t)), n = 0;
+	int changed = 0;
+
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_BOUNCED && !m->st.r[i].notified)
+			idx[n++] = i;
+	if (n > 0) {
+		if (m->sender[0] == '\0') {
+			for (size_t i = 0; i < n; i++) {
+				log_warn("event=bounce_suppressed qid=%s rcpt=<%s> reason=\"null sender: no DSN, "
+				         "kept until lifetime\" error=%s",
+				         m->qid, m->rcpt[idx[i]], log_q(m->st.r[idx[i]].error));
+				m->st.r[idx[i]].notified = 1;
+			}
+			changed = 1;
+		} else if (bounce_send(m, DSN_FAILED, idx, n) == 0) {
+			for (size_t i = 0; i < n; i++)
+				m->st.r[idx[i]].notified = 1;
+			changed = 1;
+		}
+	}
+	n = 0;
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_DEFERRED)
+			idx[n++] = i;
+	if (n > 0 && !m->st.warned && cfg->queue.warn_after > 0 && m->sender[0] != '\0' &&
+	    now - m->arrival >= cfg->queue.warn_after && bounce_send(m, DSN_DELAYED, idx, n) == 0) {
+		m->st.warned = 1;
+		changed = 1;
+	}
+	free(idx);
+	return changed;
+}
+
+static void expire_timer(void *arg)
+{
+	struct msg *m = arg;
+	log_info("event=expired qid=%s reason=\"kept for the admin until lifetime; removed\"", m->qid);
+	queue_remove(m);
+}
+
+/* Every recipient is final: remove m, unless it is a failed null-sender
+ * message that stays until its lifetime so the admin can see it. */
+static void finish(struct msg *m, int64_t now)
+{
+	int bounced = 0;
+
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_BOUNCED)
+			bounced = 1;
+	if (bounced && m->sender[0] == '\0' && now - m->arrival < cfg->queue.lifetime) {
+		ev_timer_init(&m->retry, expire_timer, m);
+		ev_timer_add(&m->retry, (uint64_t)(m->arrival + cfg->queue.lifetime - now) * 1000);
+		return;
+	}
+	queue_remove(m);
+}
+
+/* Start-up and state changes: a message with nothing left to deliver
+ * still owes its DSNs and its removal. */
+void schedule_settle_final(struct msg *m)
+{
+	int64_t now = time(NULL);
+
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_PENDING || m->st.r[i].state == RS_DEFERRED)
+			return;
+	if (notify(m, now))
+		queue_write_state(m);
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_BOUNCED && !m->st.r[i].notified) {
+			/* The DSN could not be queued: try again later. */
+			ev_timer_add(&m->retry, (uint64_t)cfg->queue.retry_min * 1000);
+			return;
+		}
+	finish(m, now);
+}
+
 /* All of m's jobs are back: persist, then remove or plan the retry. */
 static void msg_settle(struct msg *m, int agent_died)
 {
@@ -212,6 +309,10 @@ static void msg_settle(struct msg *m, int agent_died)
 			continue;
 		if (now - m->arrival >= cfg->queue.lifetime) {
 			r->state = RS_BOUNCED;
+			char why[SPOOL_ERR_MAX + 1];
+			str_fmt(why, sizeof(why), "%s (gave up after %d hours in the queue)",
+			        r->error[0] ? r->error : "not delivered", cfg->queue.lifetime / 3600);
+			str_copy(r->error, why, sizeof(r->error));
 			log_info("event=bounced qid=%s rcpt=<%s> reason=expired lifetime=%d last_error=%s",
 			         m->qid, m->rcpt[i], cfg->queue.lifetime, log_q(r->error));
 			continue;
@@ -220,14 +321,16 @@ static void msg_settle(struct msg *m, int agent_died)
 	}
 	if (open)
 		m->st.next = agent_died ? now + 1 : now + backoff(m->st.attempts);
+	/* Record the results first (T5), then tell the sender: a crash in
+	 * between repeats a DSN at worst, it never loses one. */
+	if (queue_write_state(m) == -1 && open)
+		m->st.next = now + cfg->queue.retry_min;
 	if (!open) {
-		queue_remove(m);
+		schedule_settle_final(m);
 		return;
 	}
-	if (queue_write_state(m) == -1) {
-		/* The state on disk is older: at worst a delivery repeats. */
-		m->st.next = now + cfg->queue.retry_min;
-	}
+	if (notify(m, now))
+		queue_write_state(m);
 	log_info("event=scheduled qid=%s attempts=%u next_in=%llds", m->qid, m->st.attempts,
 	         (long long)(m->st.next - now));
 	schedule_msg(m);

@@ -541,6 +541,8 @@ int spool_state_write(const struct spool_state *st)
 		esc[k] = '\0';
 		if (k)
 			wputf(&w, "e=%zu %s\n", i, esc);
+		if (r->notified)
+			wputf(&w, "n=%zu\n", i);
 	}
 	wput(&w, "POSTERN-END\n", 12);
 	if (w.failed || wflush(&w) == -1 || fsync(w.fd) == -1) {
@@ -622,6 +624,10 @@ int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int 
 			st->warned = (int)v;
 		} else if (strcmp(buf, "held") == 0 && str_to_u64(eq, 0, 1, &v) == 0) {
 			st->held = (int)v;
+		} else if (strcmp(buf, "n") == 0) {
+			if (nrcpt == 0 || str_to_u64(eq, 0, nrcpt - 1, &idx) == -1)
+				goto bad;
+			st->r[idx].notified = 1;
 		} else if (strcmp(buf, "r") == 0 || strcmp(buf, "e") == 0) {
 			char *sp = strchr(eq, ' ');
 			if (sp == NULL)

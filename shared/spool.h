@@ -52,6 +52,8 @@
  *   attempts=N next=<unix time> warned=0|1 held=0|1
  *   r=<index> <pending|deferred|delivered|bounced> <attempts> <last unix time>
  *   e=<index> <last reply or error text, printable ASCII>
+ *   n=<index>                (the sender was told about this bounce: a DSN
+ *                             was queued, or suppressed for a null sender)
  *   "POSTERN-END"
  *
  * Every value is checked on read: addresses with addr_parse_mailbox(),
@@ -103,6 +105,7 @@ struct spool_rcpt_state {
 	int state;
 	uint32_t attempts;
 	int64_t last;
+	int notified;             /* DSN queued (or suppressed) for this bounce */
 	char error[SPOOL_ERR_MAX + 1];
 };
 
