@@ -238,9 +238,10 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	const char *arg;
 
 	c.timeout_ms = cfg->queue.reply_timeout * 1000;
-	if (conn_open(&c, h->host, h->port) == -1)
-		goto next_host;
+	int opened = conn_open(&c, h->host, h->port);
 	str_copy(d->relay, c.name, sizeof(d->relay));
+	if (opened == -1)
+		goto next_host;
 	c.timeout_ms = cfg->queue.connect_timeout * 1000 > c.timeout_ms ? c.timeout_ms
 	                                                               : cfg->queue.connect_timeout * 1000;
 	if (read_reply(&c, &r, "the banner") == -1)

@@ -31,13 +31,23 @@ struct conn {
 	struct buf out;
 	struct ev_timer timer;
 	int closing;
+	uint32_t waiting;          /* admin request id forwarded to queued, 0 = none */
+	struct conn *next;         /* list of connections waiting for queued */
 };
+
+static struct conn *waiting_list;
+static uint32_t next_req = 1;
 
 static int listen_fd = -1;
 static char sock_path[CONFIG_PATH_MAX + 32];
 
 static void conn_free(struct conn *c)
 {
+	for (struct conn **pp = &waiting_list; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
 	ev_del(c->fd);
 	ev_timer_del(&c->timer);
 	close(c->fd);
@@ -100,13 +110,86 @@ static void cmd_status(struct conn *c)
 	}
 }
 
+/* Queue administration is queued's business: forward and wait. */
+static int forward_admin(struct conn *c, const char *cmd, const char *arg)
+{
+	struct child *q = NULL;
+	struct ipc_msg m;
+
+	for (size_t i = 0; i < M.nchildren; i++)
+		if (M.children[i].role == ROLE_QUEUED)
+			q = &M.children[i];
+	if (q == NULL || q->ch == NULL || q->state != CH_READY) {
+		buf_appendf(&c->out, "error: queued is not running; try again when `postern status` shows it ready\n");
+		return -1;
+	}
+	c->waiting = next_req++;
+	if (next_req == 0)
+		next_req = 1;
+	ipc_msg_init(&m, IPC_ADMIN);
+	ipc_put_u32(&m, c->waiting);
+	ipc_put_str(&m, cmd);
+	ipc_put_str(&m, arg ? arg : "");
+	if (ipc_send(q->ch, &m, -1) == -1) {
+		buf_appendf(&c->out, "error: cannot reach queued\n");
+		c->waiting = 0;
+		return -1;
+	}
+	c->next = waiting_list;
+	waiting_list = c;
+	return 0;
+}
+
+void control_admin_reply(struct ipc_msg *m)
+{
+	uint32_t id, ok;
+	static char text[IPC_MSG_MAX];
+
+	if (ipc_get_u32(m, &id) == -1 || ipc_get_u32(m, &ok) == -1 ||
+	    ipc_get_str(m, text, sizeof(text)) == -1 || ipc_end(m) == -1) {
+		log_warn("event=ipc_error component=queued error=\"malformed ADMIN_REPLY\"");
+		return;
+	}
+	for (struct conn **pp = &waiting_list; *pp; pp = &(*pp)->next) {
+		struct conn *c = *pp;
+		if (c->waiting != id)
+			continue;
+		*pp = c->next;
+		c->waiting = 0;
+		buf_appendf(&c->out, "%s", ok ? "ok\n" : "error: ");
+		buf_append(&c->out, text, strlen(text));
+		c->closing = 1;
+		ev_mod(c->fd, EV_WRITE);
+		return;
+	}
+}
+
+/* queued went away: nobody will answer the waiting admins. */
+void control_admin_abort(void)
+{
+	while (waiting_list) {
+		struct conn *c = waiting_list;
+		waiting_list = c->next;
+		c->waiting = 0;
+		buf_appendf(&c->out, "error: queued exited before answering\n");
+		c->closing = 1;
+		ev_mod(c->fd, EV_WRITE);
+	}
+}
+
 static void dispatch(struct conn *c, char *line)
 {
 	char *arg = strchr(line, ' ');
 
 	if (arg)
 		*arg++ = '\0';
-	if (strcmp(line, "status") == 0) {
+	if (strcmp(line, "delete") == 0 || strcmp(line, "hold") == 0 || strcmp(line, "release") == 0 ||
+	    strcmp(line, "flush") == 0) {
+		if (forward_admin(c, line, arg) == 0) {
+			ev_mod(c->fd, 0);
+			return;     /* answered when queued replies */
+		}
+	} else if (strcmp(line, "status") == 0) {
 		cmd_status(c);
 	} else if (strcmp(line, "ping") == 0) {
 		buf_appendf(&c->out, "ok\n%s\n", M.ready_announced ? "ready" : "starting");
@@ -163,9 +246,15 @@ static void conn_io(int fd, int events, void *arg)
 			if (nl > buf_head(&c->in) && nl[-1] == '\r')
 				nl[-1] = '\0';
 			dispatch(c, buf_head(&c->in));
+			if (c->waiting) {
+				ev_timer_add(&c->timer, CONTROL_TIMEOUT_MS * 3);
+				return;
+			}
 			ev_mod(fd, EV_WRITE);
 		}
 	}
+	if (c->waiting)
+		return;
 	if (c->closing && buf_used(&c->out) > 0) {
 		ssize_t w = write(fd, buf_head(&c->out), buf_used(&c->out));
 		if (w > 0)

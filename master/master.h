@@ -65,6 +65,8 @@ void spawn_kill_all(void);
 /* control.c */
 int control_open(const char *run_dir, char *err, size_t errlen);
 void control_close(void);
+void control_admin_reply(struct ipc_msg *m);
+void control_admin_abort(void);
 
 /* reload.c */
 void reload_config(void);

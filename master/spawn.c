@@ -46,6 +46,14 @@ static void on_child_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 		c->state = CH_READY;
 		master_check_ready();
 		break;
+	case IPC_ADMIN_REPLY:
+		if (c->role != ROLE_QUEUED) {
+			log_warn("event=ipc_error component=%s error=\"ADMIN_REPLY from a non-queued\"",
+			         role_name(c->role));
+			return;
+		}
+		control_admin_reply(m);
+		break;
 	default:
 		log_warn("event=ipc_error component=%s pid=%d error=\"unexpected message %u\"",
 		         role_name(c->role), (int)c->pid, m->type);
@@ -186,6 +194,8 @@ static void child_exited(struct child *c, int status)
 
 	describe_exit(status, c->last_exit, sizeof(c->last_exit));
 	c->pid = 0;
+	if (c->role == ROLE_QUEUED)
+		control_admin_abort();
 	if (c->ch) {
 		ipc_chan_free(c->ch);
 		c->ch = NULL;

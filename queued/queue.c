@@ -64,6 +64,7 @@ static void unlink_msg(struct msg *m)
 
 void queue_msg_free(struct msg *m)
 {
+	schedule_forget(m);
 	ev_timer_del(&m->retry);
 	for (size_t i = 0; i < m->nrcpt; i++)
 		free(m->rcpt[i]);
@@ -260,6 +261,17 @@ void queue_recover(void)
 	scan_dir(SPOOL_QUEUE, load_queued);
 	scan_dir(SPOOL_INCOMING, takeover_cb);
 	log_info("event=recovered messages=%zu", count);
+}
+
+void queue_foreach(int (*fn)(struct msg *, void *), void *arg)
+{
+	for (size_t h = 0; h < HASH_SIZE; h++) {
+		struct msg *m = table[h], *next;
+		for (; m; m = next) {
+			next = m->hnext;
+			fn(m, arg);
+		}
+	}
 }
 
 void queue_scan_incoming(void)

@@ -32,6 +32,7 @@ struct msg {
 	unsigned jobs_out;          /* jobs queued or running */
 	int queued_ready;           /* on the ready list */
 	int dirty;                  /* st changed since the last write */
+	int delete_pending;         /* admin asked for deletion during a delivery */
 	struct ev_timer retry;
 	struct msg *hnext;          /* hash chain */
 	struct msg *rnext;          /* ready list */
@@ -63,6 +64,11 @@ size_t queue_count(void);
 int queue_takeover(const char *qid);        /* T2 for incoming/QID */
 void queue_recover(void);                   /* start-up scan */
 void queue_scan_incoming(void);
+/* Call fn for every message; fn may remove the message it is given. */
+void queue_foreach(int (*fn)(struct msg *, void *), void *arg);
+
+/* admin.c: delete/hold/release/flush requested through the master */
+void admin_handle(struct ipc_chan *master, struct ipc_msg *m);
 void queue_msg_free(struct msg *m);
 void queue_remove(struct msg *m);           /* T4 and free */
 int queue_write_state(struct msg *m);       /* T5 */
@@ -84,6 +90,7 @@ void schedule_worker_gone(struct worker *w);
 void schedule_result(struct worker *w, struct ipc_msg *m);
 void schedule_done(struct worker *w, struct ipc_msg *m);
 void schedule_kick(void);
+void schedule_forget(struct msg *m);        /* before m is freed */
 int transport_of(const char *rcpt, char *nexthop, size_t len);
 
 #endif

@@ -124,6 +124,21 @@ static void send_job(struct worker *w, struct job *j)
 	ipc_send(w->ch, &im, -1);
 }
 
+void schedule_forget(struct msg *m)
+{
+	if (!m->queued_ready)
+		return;
+	for (struct msg **pp = &ready_head; *pp; pp = &(*pp)->rnext)
+		if (*pp == m) {
+			*pp = m->rnext;
+			if (*pp == NULL)
+				ready_tail = pp;
+			break;
+		}
+	m->queued_ready = 0;
+	m->rnext = NULL;
+}
+
 void schedule_kick(void)
 {
 	/* Turn ready messages into jobs only as workers free up, so a huge
@@ -355,8 +370,15 @@ static void job_finish(struct worker *w, int agent_died)
 		         log_q(r->error));
 	}
 	job_free(j);
-	if (--m->jobs_out == 0)
+	if (--m->jobs_out == 0) {
+		if (m->delete_pending) {
+			log_info("event=deleted qid=%s from=<%s> nrcpt=%zu reason=admin", m->qid, m->sender,
+			         m->nrcpt);
+			queue_remove(m);
+			return;
+		}
 		msg_settle(m, agent_died);
+	}
 }
 
 void schedule_worker_gone(struct worker *w)

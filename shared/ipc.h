@@ -33,7 +33,8 @@ enum ipc_type {
 	IPC_JOB,           /* queued -> deliverd: see queued/dispatch.c */
 	IPC_RESULT,        /* deliverd -> queued: qid, rcpt index, status, host, reply */
 	IPC_DONE,          /* deliverd -> queued: qid; the job is finished */
-	IPC_STATUS,        /* master -> queued: request queue summary; queued replies */
+	IPC_ADMIN,         /* master -> queued: request id (u32), command, argument (str) */
+	IPC_ADMIN_REPLY,   /* queued -> master: request id, ok (u32), text (str) */
 };
 
 struct ipc_msg {

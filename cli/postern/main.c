@@ -45,7 +45,12 @@ static void usage(void)
 	        "  reload                 reread the configuration\n"
 	        "  restart NAME           restart smtpd, queued or deliverd only\n"
 	        "  check                  validate the configuration (exit 78 on error)\n"
-	        "  queue                  list queued messages\n");
+	        "  queue                  list queued messages\n"
+	        "  queue show ID          envelope, recipient states and the log lines of ID\n"
+	        "  queue delete ID|ALL    remove messages (no bounce is sent)\n"
+	        "  queue hold ID          keep ID in the queue without delivery attempts\n"
+	        "  queue release ID       undo hold; ID is tried at once\n"
+	        "  flush                  retry every deferred message now\n");
 	exit(EX_USAGE);
 }
 
@@ -126,7 +131,7 @@ static int control(const struct config *cfg, const char *cmd, int quiet, char *b
 		return 0;
 	}
 	if (!quiet)
-		fprintf(stderr, "postern: %s\n", buf[0] ? buf : "no answer from the master");
+		fprintf(stderr, "postern: %s\n%s", buf[0] ? buf : "no answer from the master", rest);
 	return -1;
 }
 
@@ -332,6 +337,111 @@ static int list_dir(const char *dir, int *count)
 	return 0;
 }
 
+static int by_time(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Print the log lines that carry qid=ID from every component's log, in
+ * time order (lines start with an ISO timestamp, so strcmp sorts them). */
+static void show_logs(const struct config *cfg, const char *qid)
+{
+	static const char *comp[] = { "smtpd", "queued", "deliverd" };
+	char path[CONFIG_PATH_MAX + 32], line[4096], needle[64];
+	char **lines = NULL;
+	size_t n = 0;
+
+	str_fmt(needle, sizeof(needle), "qid=%s", qid);
+	for (size_t i = 0; i < 3; i++) {
+		str_fmt(path, sizeof(path), "%s/%s.log", cfg->log.dir, comp[i]);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f) != NULL && n < 10000) {
+			char *p = strstr(line, needle);
+			if (p && (p[strlen(needle)] == ' ' || p[strlen(needle)] == '\n')) {
+				lines = xrealloc(lines, (n + 1) * sizeof(char *));
+				lines[n++] = xstrdup(line);
+			}
+		}
+		fclose(f);
+	}
+	qsort(lines, n, sizeof(char *), by_time);
+	printf("log:\n");
+	for (size_t i = 0; i < n; i++) {
+		fputs(lines[i], stdout);
+		free(lines[i]);
+	}
+	free(lines);
+}
+
+static int cmd_queue_show(const char *qid)
+{
+	struct config *cfg = load();
+	struct spool_env env;
+	struct spool_state st;
+	char err[256], when[32];
+	const char *dir = NULL;
+	int corrupt, missing, fd = -1;
+
+	if (!spool_qid_valid(qid)) {
+		fprintf(stderr, "postern: %s is not a queue id\n", qid);
+		return 1;
+	}
+	if (chdir(cfg->spool_dir) == -1) {
+		fprintf(stderr, "postern: cannot enter spool_dir %s: %s\n", cfg->spool_dir, strerror(errno));
+		return 1;
+	}
+	static const char *dirs[] = { SPOOL_QUEUE, SPOOL_INCOMING, SPOOL_CORRUPT };
+	for (size_t i = 0; i < 3 && fd == -1; i++) {
+		fd = spool_msg_open(dirs[i], qid, &env, &corrupt, err, sizeof(err));
+		dir = dirs[i];
+		if (fd == -1 && corrupt) {
+			printf("%s: in %s/, unreadable: %s\n", qid, dir, err);
+			show_logs(cfg, qid);
+			return 1;
+		}
+	}
+	if (fd == -1) {
+		fprintf(stderr, "postern: %s: no such message in the queue\n", qid);
+		show_logs(cfg, qid);
+		return 1;
+	}
+	close(fd);
+	fmt_time(env.arrival, when, sizeof(when));
+	int have = spool_state_read(qid, env.nrcpt, &st, &missing, err, sizeof(err)) == 0;
+	printf("queue id:  %s (%s/)\narrived:   %s from %s (helo %s, %s)\nsize:      %llu bytes\n"
+	       "sender:    <%s>\n",
+	       qid, dir, when, env.client, env.helo, env.proto, (unsigned long long)env.data_len, env.sender);
+	if (have) {
+		char nx[32];
+		fmt_time(st.next, nx, sizeof(nx));
+		printf("attempts:  %u%s%s\n", st.attempts, st.held ? ", HELD" : "",
+		       st.warned ? ", delay warning sent" : "");
+		if (st.next)
+			printf("next try:  %s\n", nx);
+	}
+	printf("recipients:\n");
+	for (size_t i = 0; i < env.nrcpt; i++) {
+		if (!have) {
+			printf("  <%s> %s\n", env.rcpt[i], strcmp(dir, SPOOL_INCOMING) == 0 ? "incoming" : "pending");
+			continue;
+		}
+		char last[32] = "-";
+		if (st.r[i].last)
+			fmt_time(st.r[i].last, last, sizeof(last));
+		printf("  <%s> %s, %u attempt%s, last %s%s\n", env.rcpt[i], spool_rcpt_state_name(st.r[i].state),
+		       st.r[i].attempts, st.r[i].attempts == 1 ? "" : "s", last,
+		       st.r[i].notified ? ", sender notified" : "");
+		if (st.r[i].error[0])
+			printf("      %s\n", st.r[i].error);
+	}
+	spool_state_free(&st);
+	spool_env_free(&env);
+	show_logs(cfg, qid);
+	return 0;
+}
+
 static int cmd_queue(void)
 {
 	struct config *cfg = load();
@@ -384,6 +494,24 @@ int main(int argc, char **argv)
 			usage();
 		return cmd_start(fg);
 	}
+	if (strcmp(cmd, "queue") == 0 && i < argc) {
+		const char *sub = argv[i++];
+		char buf[128];
+		if (strcmp(sub, "show") == 0 && i + 1 == argc)
+			return cmd_queue_show(argv[i]);
+		if ((strcmp(sub, "delete") == 0 || strcmp(sub, "hold") == 0 || strcmp(sub, "release") == 0) &&
+		    i + 1 == argc) {
+			if (strcmp(argv[i], "ALL") != 0 && !spool_qid_valid(argv[i])) {
+				fprintf(stderr, "postern: %s is not a queue id\n", argv[i]);
+				return 1;
+			}
+			if (strcmp(argv[i], "ALL") == 0 && strcmp(sub, "delete") != 0)
+				usage();
+			str_fmt(buf, sizeof(buf), "%s %s", sub, argv[i]);
+			return cmd_simple(buf);
+		}
+		usage();
+	}
 	if (strcmp(cmd, "restart") == 0) {
 		char buf[64];
 		if (i + 1 != argc)
@@ -407,5 +535,7 @@ int main(int argc, char **argv)
 		return cmd_check();
 	if (strcmp(cmd, "queue") == 0)
 		return cmd_queue();
+	if (strcmp(cmd, "flush") == 0)
+		return cmd_simple("flush");
 	usage();
 }
