@@ -121,11 +121,14 @@ static void on_accept(int fd, int events, void *arg)
 
 static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 {
-	(void)ch;
 	(void)arg;
 	if (m->fd >= 0)
 		close(m->fd);
-	log_warn("event=ipc_error error=\"unexpected message %u from master\"", m->type);
+	if (m->type == IPC_ADMIN) {
+		admin_handle(ch, m);
+		return;
+	}
+	log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from master\"", m->type);
 }
 
 static void on_master_close(struct ipc_chan *ch, void *arg)
