@@ -42,6 +42,11 @@ size_t session_count(void)
 	return nsessions;
 }
 
+struct session *session_first(void)
+{
+	return sessions;
+}
+
 void session_reply(struct session *s, const char *fmt, ...)
 {
 	char line[SMTP_REPLY_MAX * 8];

@@ -75,6 +75,7 @@ void session_free(struct session *s);
 void session_shutdown_all(void);
 void session_abort_all(void);
 size_t session_count(void);
+struct session *session_first(void);   /* newest session (tests, fuzzing) */
 /* Feed input bytes to a session as if read from the socket (tests, fuzz). */
 void session_process(struct session *s);
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
