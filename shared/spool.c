@@ -68,6 +68,20 @@ int spool_init(const char *spool_dir, uid_t uid, gid_t gid, char *err, size_t er
 			return -1;
 		}
 	}
+	/* drop/ (S0): every local user may create files, none may list them. */
+	str_fmt(path, sizeof(path), "%s/%s", spool_dir, SPOOL_DROP);
+	if (mkdir(path, SPOOL_DROP_MODE) == -1 && errno != EEXIST) {
+		str_fmt(err, errlen, "mkdir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (geteuid() == 0 && chown(path, uid, gid) == -1) {
+		str_fmt(err, errlen, "chown %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (chmod(path, SPOOL_DROP_MODE) == -1) {
+		str_fmt(err, errlen, "chmod %s: %s", path, strerror(errno));
+		return -1;
+	}
 	return 0;
 }
 

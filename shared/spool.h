@@ -12,6 +12,9 @@
  *   state/         per-message delivery state, owned by queued
  *   corrupt/       files that failed to parse; kept for the admin
  *   private/       unix sockets of the daemons (private/queued)
+ *   drop/      S0  postern-sendmail drops, mode 01733 owned by `user`: any
+ *                  local user may create files here but not list them, nor
+ *                  (sticky) remove another's; untrusted input for queued
  *
  * Transitions (the only ones; all renames are within one filesystem):
  *
@@ -26,6 +29,20 @@
  *   T5 state    (queued): write tmp/Q.state, fsync, rename to state/Q,
  *               fsync(state/).  Done after each delivery attempt, before
  *               anything that depends on the result.
+ *   T6 drop     (postern-sendmail, any local user): create drop/.R.tmp
+ *               (R = 32 hex digits from getrandom(), O_EXCL, mode 0644 so
+ *               queued can read it: the unlistable directory and the
+ *               unguessable name keep other users out), write the drop
+ *               file, fsync, rename to drop/R (never replacing), fsync
+ *               (drop/), or syncfs() for a user who cannot open drop/.
+ *               Only now does the command exit 0.
+ *   T7 pickup   (queued/pickup.c): open drop/R O_NOFOLLOW,
+ *               check it (regular file, one link, owner = its uid=, size),
+ *               parse and re-validate it as hostile input, build the
+ *               message, T1 it into incoming/ (origin=sendmail), T2, and
+ *               only then unlink drop/R and fsync(drop/).  A crash between
+ *               T1 and the unlink gives a duplicate (at-least-once), never
+ *               a loss.  A drop that fails validation: T3 to corrupt/drop.R.
  *
  * Recovery (queued at start; any process may have been killed anywhere):
  *   incoming/Q, no state/Q  -> T2 as usual
@@ -35,6 +52,9 @@
  *                              state (at-least-once) and log a warning
  *   state/Q alone           -> T4 was cut: unlink state/Q
  *   tmp/Q                   -> S1, never acknowledged: discarded by master
+ *   drop/R                  -> T7 (at start, on inotify, and every 5 s)
+ *   drop/.R.tmp             -> T6 was cut, never acknowledged: queued
+ *                              removes it (and logs it) once a day old
  *
  * Message file (queue/Q): text header, blank line, message data exactly
  * as the client sent it after dot-unstuffing (CRLF line ends), and a
@@ -55,6 +75,20 @@
  *   n=<index>                (the sender was told about this bounce: a DSN
  *                             was queued, or suppressed for a null sender)
  *   "POSTERN-END"
+ *
+ * Drop file (drop/R), written by an untrusted user: queued checks every
+ * line again; unknown or repeated keys and control bytes are errors.
+ *
+ *   POSTERN-DROP 1
+ *   uid=<getuid() of the submitter; must be the file's owner>
+ *   time=<unix time of submission>           (for a missing Date:)
+ *   sender=<-f address, "<>" for the null sender>  (absent: login@hostname)
+ *   fullname=<-F display name>               (absent: the GECOS name)
+ *   t=0|1                                    (-t: To:/Cc:/Bcc: recipients)
+ *   rcpt=<address>                           (one per argument recipient)
+ *   <blank line>
+ *   message as read from stdin (after "." handling, line ends as given)
+ *   POSTERN-END <length of the message>
  *
  * Every value is checked on read: addresses with addr_parse_mailbox(),
  * numbers with str_to_u64(); a control byte anywhere is a parse error.
@@ -81,6 +115,11 @@
 #define SPOOL_CORRUPT "corrupt"
 #define SPOOL_PRIVATE "private"
 #define SPOOL_QUEUED_SOCK "private/queued"
+#define SPOOL_DROP "drop"
+#define SPOOL_DROP_MODE 01733
+#define SPOOL_DROP_MAGIC "POSTERN-DROP 1\n"
+#define SPOOL_DROP_END "POSTERN-END "
+#define SPOOL_DROP_NAME_LEN 32        /* hex digits of a drop file's name */
 
 enum rcpt_state { RS_PENDING = 0, RS_DEFERRED, RS_DELIVERED, RS_BOUNCED };
 
