@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 static struct cidr *nets;
 static size_t nnets;
@@ -68,3 +69,20 @@ int policy_rcpt(const struct session *s, const struct addr *rcpt, const char **r
 	*reply = "554 5.7.1 Relay access denied";
 	return -1;
 }
+
+/*
+ * Free space check for MAIL (DESIGN.md): queue.min_free bytes, by default
+ * 1.5 x max_message_size, or the announced SIZE= if that is larger.
+ */
+int policy_has_room(uint64_t announced)
+{
+	struct statvfs sv;
+	uint64_t need = cfg->queue.min_free ? cfg->queue.min_free : cfg->smtpd.max_message_size / 2 * 3;
+
+	if (announced > need)
+		need = announced;
+	if (statvfs(".", &sv) == -1)
+		return 1;   /* cannot tell: the write path still reports ENOSPC */
+	return (uint64_t)sv.f_bavail * sv.f_frsize >= need;
+}
+

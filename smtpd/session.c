@@ -309,6 +309,15 @@ static void cmd_mail(struct session *s, char *arg)
 		memset(&s->sender, 0, sizeof(s->sender));
 		return;
 	}
+	if (!policy_has_room(size)) {
+		/* Refuse what we may not be able to store (Postfix does the same
+		 * below 1.5 x message_size_limit): the client retries later. */
+		log_warn("event=rejected client=%s from=<%s> reason=\"spool low on space\"", s->ip,
+		         s->sender.text);
+		session_reply(s, "452 4.3.1 Insufficient system storage");
+		memset(&s->sender, 0, sizeof(s->sender));
+		return;
+	}
 	s->state = SS_MAIL;
 	log_debug("event=mail client=%s from=<%s>", s->ip, s->sender.text);
 	session_reply(s, "250 2.1.0 Ok");

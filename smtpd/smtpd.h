@@ -81,6 +81,7 @@ void session_process(struct session *s);
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* policy.c */
+int policy_has_room(uint64_t announced);   /* enough spool space for MAIL? */
 int policy_client_trusted(const struct sockaddr *sa);   /* in mynetworks */
 /* 0 ok; else -1 and *reply names the SMTP reply for RCPT. */
 int policy_rcpt(const struct session *s, const struct addr *rcpt, const char **reply);
