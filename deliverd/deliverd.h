@@ -37,6 +37,10 @@ extern struct config *cfg;
 
 /* smtp.c: deliver to the configured smarthost(s); fills every r[].status. */
 void smtp_deliver(struct delivery *d);
+/* A connection kept after the last job (for reuse); QUIT and close it. */
+int smtp_has_idle(void);
+void smtp_idle_close(void);
+#define SMTP_IDLE_MS 5000
 
 /* maildir.c */
 int maildir_open_root(const char *pattern);   /* before privileges drop */

@@ -20,7 +20,7 @@
 
 struct config *cfg;
 static struct ipc_chan *master, *queued;
-static struct ev_timer retry_timer;
+static struct ev_timer retry_timer, idle_timer;
 static int stopping;
 
 static void queued_connect(void *arg);
@@ -85,8 +85,11 @@ static void run_job(struct ipc_msg *m)
 		struct ipc_msg r;
 		struct rcpt_result *x = &d.r[i];
 		void (*logf)(const char *, ...) = x->status == 2 ? log_info : log_warn;
+		/* The stored text names the host ("H said: 250 ..."); the log has
+		 * the host in relay= and the server's own words in reply=. */
+		const char *said = strstr(x->text, " said: ");
 		logf("event=%s qid=%s rcpt=<%s> transport=%s relay=%s reply=%s", status_event(x->status), qid,
-		     x->addr, transport, log_q(d.relay), log_q(x->text));
+		     x->addr, transport, log_q(d.relay), log_q(said ? said + 7 : x->text));
 		ipc_msg_init(&r, IPC_RESULT);
 		ipc_put_str(&r, qid);
 		ipc_put_u32(&r, x->idx);
@@ -111,7 +114,10 @@ static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 	}
 	if (m->type != IPC_JOB)
 		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from queued\"", m->type);
+	ev_timer_del(&idle_timer);
 	run_job(m);
+	if (smtp_has_idle())
+		ev_timer_add(&idle_timer, SMTP_IDLE_MS);
 	if (stopping) {
 		log_info("event=stopped");
 		exit(0);
@@ -154,6 +160,12 @@ static void queued_connect(void *arg)
 	ipc_send(queued, &m, -1);
 }
 
+static void idle_close(void *arg)
+{
+	(void)arg;
+	smtp_idle_close();
+}
+
 static void on_signal(int sig)
 {
 	switch (sig) {
@@ -165,6 +177,7 @@ static void on_signal(int sig)
 		/* Jobs run to completion inside one callback, so here we are
 		 * always between transactions. */
 		stopping = 1;
+		smtp_idle_close();
 		log_info("event=stopped");
 		exit(0);
 	case SIGHUP: {
@@ -208,6 +221,7 @@ int main(int argc, char **argv)
 	proc_signals_install(on_signal);
 	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
 	ev_timer_init(&retry_timer, queued_connect, NULL);
+	ev_timer_init(&idle_timer, idle_close, NULL);
 	queued_connect(NULL);
 	proc_ready(master);
 	ev_run();

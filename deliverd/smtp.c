@@ -42,6 +42,19 @@ struct conn {
 	char err[300];
 };
 
+struct caps {
+	int pipelining, has_8bit, has_utf8;
+	uint64_t maxsize;
+};
+
+/* One connection kept open after a transaction, for the next job to the
+ * same host (queued prefers this deliverd for that destination).  Closed
+ * with QUIT after SMTP_IDLE_MS without a job (deliverd/main.c). */
+static struct conn cache = { .fd = -1 };
+static struct caps cache_caps;
+static char cache_host[256];
+static int cache_port;
+
 static void conn_close(struct conn *c)
 {
 	if (c->fd >= 0)
@@ -237,46 +250,70 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	int pipelining, accepted = 0;
 	const char *arg;
 
+	struct caps caps;
+	int reused = 0;
+
 	c.timeout_ms = cfg->queue.reply_timeout * 1000;
-	int opened = conn_open(&c, h->host, h->port);
-	str_copy(d->relay, c.name, sizeof(d->relay));
-	if (opened == -1)
-		goto next_host;
-	c.timeout_ms = cfg->queue.connect_timeout * 1000 > c.timeout_ms ? c.timeout_ms
-	                                                               : cfg->queue.connect_timeout * 1000;
-	if (read_reply(&c, &r, "the banner") == -1)
-		goto next_host;
-	c.timeout_ms = cfg->queue.reply_timeout * 1000;
-	if (r.code != 220) {
-		str_fmt(c.err, sizeof(c.err), "%s greeted us with: %s", c.name, r.text);
-		goto next_host;
-	}
-	str_fmt(cmd, sizeof(cmd), "EHLO %s\r\n", cfg->hostname);
-	if (send_all(&c, cmd, strlen(cmd), "EHLO") == -1 || read_reply(&c, &r, "EHLO") == -1)
-		goto next_host;
-	if (class_of(r.code) == 5) {
-		str_fmt(cmd, sizeof(cmd), "HELO %s\r\n", cfg->hostname);
-		if (send_all(&c, cmd, strlen(cmd), "HELO") == -1 || read_reply(&c, &r, "HELO") == -1)
-			goto next_host;
-	}
-	if (class_of(r.code) != 2) {
-		str_fmt(c.err, sizeof(c.err), "%s said: %s (in reply to EHLO)", c.name, r.text);
-		goto next_host;
-	}
-	pipelining = smtp_reply_has_ext(&r, "PIPELINING", NULL);
-	int has_8bit = smtp_reply_has_ext(&r, "8BITMIME", NULL);
-	int has_utf8 = smtp_reply_has_ext(&r, "SMTPUTF8", NULL);
-	uint64_t maxsize = 0;
-	if (smtp_reply_has_ext(&r, "SIZE", &arg)) {
-		char num[24];
-		size_t n = strcspn(arg, " /");
-		if (n < sizeof(num)) {
-			memcpy(num, arg, n);
-			num[n] = '\0';
-			if (str_to_u64(num, 0, UINT64_MAX, &maxsize) == -1)
-				maxsize = 0;
+	if (cache.fd >= 0 && cache_port == h->port && strcmp(cache_host, h->host) == 0) {
+		/* Reuse: RSET proves the connection still works (RFC 5321 4.1.1.5). */
+		c = cache;
+		caps = cache_caps;
+		cache.fd = -1;
+		memset(&cache.in, 0, sizeof(cache.in));
+		if (send_all(&c, "RSET\r\n", 6, "RSET") == 0 && read_reply(&c, &r, "RSET") == 0 &&
+		    r.code == 250) {
+			reused = 1;
+			str_copy(d->relay, c.name, sizeof(d->relay));
+			log_debug("event=connection_reused relay=%s qid=%s", log_q(c.name), d->qid);
+		} else {
+			conn_close(&c);
+			c.fd = -1;
 		}
 	}
+	if (!reused) {
+		int opened = conn_open(&c, h->host, h->port);
+		str_copy(d->relay, c.name, sizeof(d->relay));
+		if (opened == -1)
+			goto next_host;
+		c.timeout_ms = cfg->queue.connect_timeout * 1000 > c.timeout_ms ? c.timeout_ms
+		                                                               : cfg->queue.connect_timeout * 1000;
+		if (read_reply(&c, &r, "the banner") == -1)
+			goto next_host;
+		c.timeout_ms = cfg->queue.reply_timeout * 1000;
+		if (r.code != 220) {
+			str_fmt(c.err, sizeof(c.err), "%s greeted us with: %s", c.name, r.text);
+			goto next_host;
+		}
+		str_fmt(cmd, sizeof(cmd), "EHLO %s\r\n", cfg->hostname);
+		if (send_all(&c, cmd, strlen(cmd), "EHLO") == -1 || read_reply(&c, &r, "EHLO") == -1)
+			goto next_host;
+		if (class_of(r.code) == 5) {
+			str_fmt(cmd, sizeof(cmd), "HELO %s\r\n", cfg->hostname);
+			if (send_all(&c, cmd, strlen(cmd), "HELO") == -1 || read_reply(&c, &r, "HELO") == -1)
+				goto next_host;
+		}
+		if (class_of(r.code) != 2) {
+			str_fmt(c.err, sizeof(c.err), "%s said: %s (in reply to EHLO)", c.name, r.text);
+			goto next_host;
+		}
+		memset(&caps, 0, sizeof(caps));
+		caps.pipelining = smtp_reply_has_ext(&r, "PIPELINING", NULL);
+		caps.has_8bit = smtp_reply_has_ext(&r, "8BITMIME", NULL);
+		caps.has_utf8 = smtp_reply_has_ext(&r, "SMTPUTF8", NULL);
+		if (smtp_reply_has_ext(&r, "SIZE", &arg)) {
+			char num[24];
+			size_t n = strcspn(arg, " /");
+			if (n < sizeof(num)) {
+				memcpy(num, arg, n);
+				num[n] = '\0';
+				if (str_to_u64(num, 0, UINT64_MAX, &caps.maxsize) == -1)
+					caps.maxsize = 0;
+			}
+		}
+	}
+	pipelining = caps.pipelining;
+	int has_8bit = caps.has_8bit, has_utf8 = caps.has_utf8;
+	uint64_t maxsize = caps.maxsize;
 	if (d->env->smtputf8 && !has_utf8) {
 		for (size_t i = 0; i < d->n; i++)
 			set_result(&d->r[i], 5, "554 5.6.7 %s does not support SMTPUTF8, which this message needs",
@@ -376,9 +413,13 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 		if (d->r[i].status == 0)
 			set_result(&d->r[i], class_of(r.code), "%s said: %s", c.name, r.text);
 quit:
-	send_all(&c, "QUIT\r\n", 6, "QUIT");
-	c.timeout_ms = 2000;
-	read_reply(&c, &r, "QUIT");
+	/* The session is between transactions: keep it for the next job. */
+	smtp_idle_close();
+	cache = c;
+	cache_caps = caps;
+	str_copy(cache_host, h->host, sizeof(cache_host));
+	cache_port = h->port;
+	return 0;
 done:
 	conn_close(&c);
 	return 0;
@@ -399,6 +440,23 @@ next_host:
 	}
 	conn_close(&c);
 	return 1;
+}
+
+int smtp_has_idle(void)
+{
+	return cache.fd >= 0;
+}
+
+void smtp_idle_close(void)
+{
+	struct smtp_reply r;
+
+	if (cache.fd < 0)
+		return;
+	cache.timeout_ms = 2000;
+	if (send_all(&cache, "QUIT\r\n", 6, "QUIT") == 0)
+		read_reply(&cache, &r, "QUIT");
+	conn_close(&cache);
 }
 
 void smtp_deliver(struct delivery *d)

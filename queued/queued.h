@@ -10,11 +10,13 @@
 #define POSTERN_QUEUED_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "event.h"
 #include "ipc.h"
 #include "buf.h"
+#include "msgtext.h"
 #include "spool.h"
 
 enum transport { TR_LOCAL = 0, TR_RELAY, TR_MX };
@@ -53,7 +55,9 @@ struct worker {
 	int role;                   /* 0 unknown, 1 smtpd, 2 deliverd */
 	int pid;
 	struct job *job;            /* running job, or NULL when idle */
-	struct worker *next;
+	char lasthop[260];          /* transport:nexthop of its last job (connection reuse) */
+	struct worker *next;        /* idle list */
+	struct worker *all_next;    /* list of every deliverd */
 };
 
 extern struct config *cfg;
@@ -92,5 +96,33 @@ void schedule_done(struct worker *w, struct ipc_msg *m);
 void schedule_kick(void);
 void schedule_forget(struct msg *m);        /* before m is freed */
 int transport_of(const char *rcpt, char *nexthop, size_t len);
+
+/* pickup.c: sendmail drops into messages (T7 of shared/spool.h) */
+struct pickup_drop {
+	uid_t uid;
+	int64_t time;
+	int has_sender;
+	char sender[MSGTEXT_ADDR_MAX + 1];      /* as written; checked on use */
+	int has_fullname;
+	char fullname[MSGTEXT_NAME_MAX + 1];
+	int t;
+	char **rcpt;                /* owned; pickup_drop_free() */
+	size_t nrcpt;
+	uint64_t data_off;          /* the message in the file */
+	uint64_t data_len;
+};
+enum { PICKUP_DONE = 0, PICKUP_RETRY = -1, PICKUP_CORRUPT = -2 };
+/* Bound of a drop file's header for max_rcpt recipients. */
+uint64_t pickup_hdr_max(size_t max_rcpt);
+/* Parse the drop file open on fd (size bytes): header and end marker.
+ * -1 with err on anything malformed or beyond max_size / max_rcpt. */
+int pickup_parse(int fd, uint64_t size, uint64_t max_size, size_t max_rcpt,
+                 struct pickup_drop *d, char *err, size_t errlen);
+void pickup_drop_free(struct pickup_drop *d);
+/* T7 for drop/NAME: PICKUP_DONE (also when it is gone), PICKUP_RETRY
+ * (a temporary error, left in place), PICKUP_CORRUPT (moved to corrupt/). */
+int pickup_file(const char *name);
+void pickup_init(void);                     /* inotify, first scan, timer */
+int pickup_scan(void);                      /* 1 if more drops are waiting */
 
 #endif

@@ -23,6 +23,26 @@
 static struct msg *ready_head, **ready_tail = &ready_head;
 static struct job *jobs_head, **jobs_tail = &jobs_head;
 static struct worker *idle_head;
+static struct worker *all_workers;
+static size_t njobs;
+
+#define JOBS_CAP_PER_WORKER 4
+
+static void hop_key(const struct job *j, char *out, size_t len)
+{
+	static const char *n[] = { "local", "relay", "mx" };
+	str_fmt(out, len, "%s:%s", n[j->transport], j->nexthop);
+}
+
+/* Jobs running now for j's destination (queue.per_destination). */
+static int hop_busy(const struct job *j)
+{
+	int n = 0;
+	for (struct worker *w = all_workers; w; w = w->all_next)
+		if (w->job && w->job->transport == j->transport && strcmp(w->job->nexthop, j->nexthop) == 0)
+			n++;
+	return n;
+}
 
 void schedule_init(void)
 {
@@ -102,6 +122,7 @@ static void make_jobs(struct msg *m)
 		*jobs_tail = j;
 		jobs_tail = &j->next;
 		m->jobs_out++;
+		njobs++;
 	}
 }
 
@@ -142,11 +163,19 @@ void schedule_forget(struct msg *m)
 void schedule_kick(void)
 {
 	/* Turn ready messages into jobs only as workers free up, so a huge
-	 * backlog stays on disk state and does not become a huge job list. */
+	 * backlog stays as state on disk and does not become a huge job list. */
 	while (idle_head) {
-		if (jobs_head == NULL) {
+		struct job **jp, *j = NULL;
+		/* The first job whose destination is under its concurrency limit
+		 * (local delivery has none: the disk is the limit). */
+		for (jp = &jobs_head; *jp; jp = &(*jp)->next)
+			if ((*jp)->transport == TR_LOCAL || hop_busy(*jp) < cfg->queue.per_destination) {
+				j = *jp;
+				break;
+			}
+		if (j == NULL) {
 			struct msg *m = ready_head;
-			if (m == NULL)
+			if (m == NULL || njobs >= JOBS_CAP_PER_WORKER * (size_t)cfg->queue.concurrency)
 				return;
 			ready_head = m->rnext;
 			if (ready_head == NULL)
@@ -157,14 +186,24 @@ void schedule_kick(void)
 				make_jobs(m);
 			continue;
 		}
-		struct job *j = jobs_head;
-		jobs_head = j->next;
-		if (jobs_head == NULL)
-			jobs_tail = &jobs_head;
+		*jp = j->next;
+		if (jobs_tail == &j->next)
+			jobs_tail = jp;
 		j->next = NULL;
-		struct worker *w = idle_head;
-		idle_head = w->next;
+		njobs--;
+		/* Prefer an idle deliverd whose open connection fits this job. */
+		char key[260];
+		hop_key(j, key, sizeof(key));
+		struct worker **wp, **pick = &idle_head;
+		for (wp = &idle_head; *wp; wp = &(*wp)->next)
+			if (strcmp((*wp)->lasthop, key) == 0) {
+				pick = wp;
+				break;
+			}
+		struct worker *w = *pick;
+		*pick = w->next;
 		w->next = NULL;
+		str_copy(w->lasthop, key, sizeof(w->lasthop));
 		send_job(w, j);
 	}
 }
@@ -213,6 +252,8 @@ static void add_idle(struct worker *w)
 
 void schedule_worker_idle(struct worker *w)
 {
+	w->all_next = all_workers;
+	all_workers = w;
 	add_idle(w);
 	schedule_kick();
 }
@@ -384,6 +425,12 @@ static void job_finish(struct worker *w, int agent_died)
 void schedule_worker_gone(struct worker *w)
 {
 	struct worker **pp;
+
+	for (pp = &all_workers; *pp; pp = &(*pp)->all_next)
+		if (*pp == w) {
+			*pp = w->all_next;
+			break;
+		}
 
 	for (pp = &idle_head; *pp; pp = &(*pp)->next)
 		if (*pp == w) {
