@@ -371,10 +371,77 @@ static void cmd_rcpt(struct session *s, char *arg)
 	session_reply(s, "250 2.1.5 Ok");
 }
 
+/* Add Date: and Message-ID: where the header section lacks them, just
+ * before the line that ends it (RFC 6409 8.3; submission listeners). */
+static void complete_headers(struct session *s)
+{
+	char line[512], date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	s->hdr.done = 1;
+	if (!s->hdr.seen_date) {
+		localtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+		int n = snprintf(line, sizeof(line), "Date: %s\r\n", date);
+		spool_submit_write(s->w, line, (size_t)n);
+	}
+	if (!s->hdr.seen_msgid) {
+		int n = snprintf(line, sizeof(line), "Message-ID: <%s@%s>\r\n", s->w->qid, cfg->hostname);
+		if (n > 0 && (size_t)n < sizeof(line))
+			spool_submit_write(s->w, line, (size_t)n);
+	}
+}
+
+/*
+ * Track the header section byte by byte (data arrives in any split): it
+ * ends at the first empty line, where the missing fields are inserted.
+ */
 static int sink_spool(void *arg, const char *p, size_t n)
 {
 	struct session *s = arg;
-	return spool_submit_write(s->w, p, n);
+	size_t from = 0;
+
+	for (size_t i = 0; i < n && !s->hdr.done; i++) {
+		char c = p[i];
+		if (s->hdr.bol) {
+			s->hdr.bol = 0;
+			if (c == ' ' || c == '\t') {
+				continue;
+			}
+			if (c == '\r') {           /* empty line: end of headers */
+				spool_submit_write(s->w, p + from, i - from);
+				from = i;
+				complete_headers(s);
+				break;
+			}
+			s->hdr.in_name = 1;
+			s->hdr.nlen = 0;
+		}
+		if (s->hdr.in_name) {
+			if (c == ':' && s->hdr.nlen > 0) {
+				s->hdr.in_name = 0;
+				s->hdr.name[s->hdr.nlen < sizeof(s->hdr.name) ? s->hdr.nlen : sizeof(s->hdr.name) - 1] = '\0';
+				if (strcmp(s->hdr.name, "date") == 0)
+					s->hdr.seen_date = 1;
+				else if (strcmp(s->hdr.name, "message-id") == 0)
+					s->hdr.seen_msgid = 1;
+			} else if ((unsigned char)c > ' ' && (unsigned char)c < 0x7f && c != ':') {
+				if (s->hdr.nlen < sizeof(s->hdr.name) - 1)
+					s->hdr.name[s->hdr.nlen] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+				s->hdr.nlen++;
+			} else {
+				/* Not a field and no blank line before it: the message has
+				 * no proper header section; leave it as it is. */
+				s->hdr.done = 2;
+				break;
+			}
+		}
+		if (c == '\n') {
+			s->hdr.bol = 1;
+		}
+	}
+	return spool_submit_write(s->w, p + from, n - from);
 }
 
 static void write_received(struct session *s)
@@ -435,6 +502,9 @@ static void cmd_data(struct session *s, char *arg)
 	write_received(s);
 	data_init(&s->dr, cfg->smtpd.max_message_size, cfg->smtpd.bare_newline == BARE_NL_NORMALIZE,
 	          sink_spool, s);
+	memset(&s->hdr, 0, sizeof(s->hdr));
+	s->hdr.bol = 1;
+	s->hdr.done = s->l->mode == MODE_SMTP;   /* completion only for submission */
 	s->state = SS_DATA;
 	s->data_deadline_ms = ev_now_ms() + (uint64_t)cfg->smtpd.data_timeout * 1000;
 	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -453,6 +523,8 @@ static void data_done(struct session *s)
 		reset_transaction(s);
 		return;
 	}
+	if (!s->hdr.done)
+		complete_headers(s);   /* a message that is all header section */
 	if (s->dr.sink_failed || spool_submit_commit(w) == -1) {
 		int e = w->err ? w->err : errno;
 		log_error("event=spool_error client=%s qid=%s what=commit error=%s", s->ip, w->qid,

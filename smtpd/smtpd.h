@@ -62,6 +62,14 @@ struct session {
 	struct ev_timer timer;
 	struct spool_writer *w;
 	struct data_reader dr;
+	struct {
+		int done;               /* header section over (or not tracked) */
+		int bol;                /* at the start of a line */
+		char name[16];          /* field name so far (lower case, cut) */
+		size_t nlen;
+		int in_name;
+		int seen_date, seen_msgid;
+	} hdr;                      /* RFC 6409 8.3 completion on submission ports */
 	uint64_t data_deadline_ms;
 	unsigned long id;           /* for log lines before a queue id exists */
 	struct session *prev, *next;

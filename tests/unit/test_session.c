@@ -39,6 +39,8 @@ void smtpd_conn_closed(const struct session *s)
 
 static struct listener lst = { .fd = -1, .mode = MODE_SMTP, .address = "127.0.0.1", .port = 25 };
 
+static struct listener sub = { .fd = -1, .mode = MODE_SUBMISSION, .address = "127.0.0.1", .port = 587 };
+static struct listener *cur_listener = &lst;
 static int client_fd;
 
 static void open_session(const char *ip)
@@ -55,7 +57,7 @@ static void open_session(const char *ip)
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
 	fcntl(sv[1], F_SETFL, O_NONBLOCK);
 	client_fd = sv[1];
-	session_new(sv[0], &ss, &lst);
+	session_new(sv[0], &ss, cur_listener);
 }
 
 /* Count complete final reply lines ("NNN " ... CRLF) in s. */
@@ -382,6 +384,68 @@ static void test_lost_in_data(void)
 	CHECK_EQ_INT(system(cmd), 0);   /* the partial file is gone */
 }
 
+/* Read back the data of the last accepted message. */
+static void last_data(char *out, size_t len)
+{
+	struct spool_env env;
+	char err[256];
+	int corrupt;
+	int fd = spool_msg_open(SPOOL_INCOMING, last_qid, &env, &corrupt, err, sizeof(err));
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	ssize_t n = pread(fd, out, env.data_len < len - 1 ? env.data_len : len - 1, (off_t)env.data_off);
+	out[n > 0 ? n : 0] = '\0';
+	close(fd);
+	spool_env_free(&env);
+}
+
+static const struct {
+	int submission;
+	const char *data;
+	int want_date, want_msgid;   /* expected count of each field */
+} completion[] = {
+	{ 1, "Subject: a\r\n\r\nbody\r\n.\r\n", 1, 1 },
+	{ 1, "Subject: a\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nbody\r\n.\r\n", 1, 1 },
+	{ 1, "Message-Id: <x@y.example>\r\nDATE: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nb\r\n.\r\n", 1, 1 },
+	{ 1, "Subject: only headers\r\n.\r\n", 1, 1 },
+	{ 1, "Subject: folded\r\n date: not a field\r\n\r\nDate: in body\r\n.\r\n", 2, 1 },
+	{ 0, "Subject: a\r\n\r\nbody\r\n.\r\n", 0, 0 },   /* port 25: untouched */
+};
+
+static int count(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strcasestr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static void test_submission_completion(void)
+{
+	char data[8192];
+
+	for (size_t i = 0; i < NELEM(completion); i++) {
+		ROW("completion %zu", i);
+		cur_listener = completion[i].submission ? &sub : &lst;
+		open_session("127.0.0.1");
+		TALK("", 1);
+		TALK("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@localhost>\r\n", 3);
+		CHECK_CONTAINS(TALK("DATA\r\n", 1), "354");
+		CHECK_CONTAINS(TALK(completion[i].data, 1), "250 2.0.0 Ok: queued as");
+		last_data(data, sizeof(data));
+		CHECK_EQ_INT(count(data, "\nDate:"), completion[i].want_date);
+		CHECK_EQ_INT(count(data, "\nMessage-ID:"), completion[i].want_msgid);
+		/* added fields stay in the header section */
+		char *blank = strstr(data, "\r\n\r\n");
+		if (completion[i].want_msgid && blank)
+			CHECK(strcasestr(data, "Message-ID:") < blank);
+		close_client();
+	}
+	cur_listener = &lst;
+}
+
 int main(int argc, char **argv)
 {
 	char conf[256], err[512];
@@ -421,6 +485,7 @@ int main(int argc, char **argv)
 	RUN(test_smuggling);
 	RUN(test_data_too_big);
 	RUN(test_lost_in_data);
+	RUN(test_submission_completion);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
