@@ -188,6 +188,7 @@ int main(int argc, char **argv)
 		          log_q(strerror(errno)));
 	schedule_init();
 	queue_recover();
+	pickup_init();   /* sendmail drops: after recovery, like new mail */
 	if (ev_add(listen_fd, EV_READ, on_accept, NULL) == -1)
 		log_fatal(EX_OSERR, "event=fatal what=ev_add");
 	ev_timer_init(&scan_timer, scan, NULL);

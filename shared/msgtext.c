@@ -426,11 +426,8 @@ static int build(const struct tok *tk, size_t a, size_t b, msgtext_addr_cb *cb, 
 		prev_word = word;
 	}
 	out[o] = '\0';
-	if (cb(arg, out) == -1) {
-		*why = NULL;
-		return -1;
-	}
-	return 0;
+	*why = NULL;
+	return cb(arg, out);
 }
 
 int msgtext_addrlist(const char *s, size_t len, msgtext_addr_cb *cb, void *arg, const char **why)
@@ -444,6 +441,7 @@ int msgtext_addrlist(const char *s, size_t len, msgtext_addr_cb *cb, void *arg, 
 		return -1;
 	for (;;) {
 		size_t start = i, lt = SIZE_MAX, gt = SIZE_MAX;
+		r = -1;
 		int depth = 0;
 
 		for (; i < n; i++) {
@@ -500,10 +498,10 @@ int msgtext_addrlist(const char *s, size_t len, msgtext_addr_cb *cb, void *arg, 
 				*why = "empty address '<>'";
 				goto out;
 			}
-			if (build(tk, a, gt, cb, arg, why) == -1)
+			if ((r = build(tk, a, gt, cb, arg, why)) != 0)
 				goto out;
 		} else if (start < i) {
-			if (build(tk, start, i, cb, arg, why) == -1)
+			if ((r = build(tk, start, i, cb, arg, why)) != 0)
 				goto out;
 		}
 		if (i >= n)
@@ -704,7 +702,7 @@ int msgtext_rcpts_add(struct msgtext_rcpts *r, const char *addr, const char *dom
 	}
 	if (r->n >= r->max) {
 		str_fmt(err, errlen, "too many recipients (more than %zu)", r->max);
-		return -1;
+		return -2;
 	}
 	r->utf8 |= a.has_utf8;
 	r->v = xrealloc(r->v, (r->n + 1) * sizeof(*r->v));
@@ -737,13 +735,14 @@ int msgtext_rcpts_from_headers(struct msgtext_rcpts *r, const struct msgtext *m,
 		const char *why;
 		size_t len = nul ? (size_t)(nul - p) : (size_t)(end - p);
 
-		if (msgtext_addrlist(p, len, add_cb, &c, &why) == -1) {
+		int e = msgtext_addrlist(p, len, add_cb, &c, &why);
+		if (e != 0) {
 			if (why != NULL) {
 				char esc[120];
 				str_escape(esc, sizeof(esc), p, len);
 				str_fmt(err, errlen, "bad address list in To:/Cc:/Bcc: \"%s\": %s", esc, why);
 			}
-			return -1;
+			return e;
 		}
 		p += len + 1;
 	}

@@ -110,7 +110,8 @@ void msgtext_free(struct msgtext *m);
 const char *msgtext_strerror(int err);
 
 /* Call cb for each addr-spec of an address list s[0..len).  -1 with *why
- * on a syntax error, or with the callback's -1 (its own reason). */
+ * on a syntax error; a callback's non-zero value is returned as it is,
+ * with *why NULL (the callback keeps its own reason). */
 typedef int msgtext_addr_cb(void *arg, const char *addr);
 int msgtext_addrlist(const char *s, size_t len, msgtext_addr_cb *cb, void *arg, const char **why);
 
@@ -138,10 +139,11 @@ struct msgtext_rcpts {
 };
 
 void msgtext_rcpts_init(struct msgtext_rcpts *r, size_t max);
-/* 0 added (or already there); -1 invalid or one too many, err says why. */
+/* 0 added (or already there); -1 invalid, -2 one too many; err says why. */
 int msgtext_rcpts_add(struct msgtext_rcpts *r, const char *addr, const char *domain, char *err,
                       size_t errlen);
-/* Add every address of the captured To/Cc/Bcc values (sendmail -t). */
+/* Add every address of the captured To/Cc/Bcc values (sendmail -t):
+ * 0, or -1/-2 as msgtext_rcpts_add (a syntax error is -1). */
 int msgtext_rcpts_from_headers(struct msgtext_rcpts *r, const struct msgtext *m,
                                const char *domain, char *err, size_t errlen);
 void msgtext_rcpts_free(struct msgtext_rcpts *r);

@@ -37,7 +37,7 @@
  *               (drop/), or syncfs() for a user who cannot open drop/.
  *               Only now does the command exit 0.
  *   T7 pickup   (queued/pickup.c): open drop/R O_NOFOLLOW,
- *               check it (regular file, one link, owner = its uid=, size),
+ *               check it (regular file, one link, owner = uid= or root, size),
  *               parse and re-validate it as hostile input, build the
  *               message, T1 it into incoming/ (origin=sendmail), T2, and
  *               only then unlink drop/R and fsync(drop/).  A crash between
@@ -80,7 +80,7 @@
  * line again; unknown or repeated keys and control bytes are errors.
  *
  *   POSTERN-DROP 1
- *   uid=<getuid() of the submitter; must be the file's owner>
+ *   uid=<getuid() of the submitter; the file's owner, unless that is root>
  *   time=<unix time of submission>           (for a missing Date:)
  *   sender=<-f address, "<>" for the null sender>  (absent: login@hostname)
  *   fullname=<-F display name>               (absent: the GECOS name)
