@@ -33,6 +33,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STOP_GRACE_MS 15000
@@ -156,7 +157,19 @@ static void bind_listeners(void)
 	char err[256];
 
 	for (size_t i = 0; i < M.cfg->nlisten; i++) {
-		int fd = net_listen(M.cfg->listen[i].address, M.cfg->listen[i].port, err, sizeof(err));
+		int fd = -1;
+		/* After a master crash the old smtpd may still hold the port while
+		 * it finishes a DATA phase (up to its 10 s grace): wait for it. */
+		for (int tries = 0; tries < 75; tries++) {
+			fd = net_listen(M.cfg->listen[i].address, M.cfg->listen[i].port, err, sizeof(err));
+			if (fd >= 0 || errno != EADDRINUSE)
+				break;
+			if (tries == 0)
+				log_warn("event=waiting what=bind address=%s port=%d error=%s",
+				         M.cfg->listen[i].address, M.cfg->listen[i].port, log_q(err));
+			struct timespec ts = { 0, 200 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+		}
 		if (fd == -1)
 			die(EX_UNAVAILABLE, "%s", err);
 		M.listen_fd[i] = fd;

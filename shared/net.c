@@ -146,8 +146,10 @@ int net_listen(const char *host, int port, char *err, size_t errlen)
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, slen) == -1) {
-		str_fmt(err, errlen, "bind %s:%d: %s", host, port, strerror(errno));
+		int e = errno;
+		str_fmt(err, errlen, "bind %s:%d: %s", host, port, strerror(e));
 		close(fd);
+		errno = e;
 		return -1;
 	}
 	if (listen(fd, 1024) == -1) {
