@@ -46,14 +46,14 @@
 #define PICKUP_SCAN_MS 5000
 #define PICKUP_BATCH 100
 #define PICKUP_STALE_S 86400         /* an abandoned drop/.R.tmp is removed */
-#define PICKUP_SKIP_MAX 64           /* drops we could neither finish nor move */
+#define PICKUP_SKIP_MAX 256          /* entries we could neither finish nor move */
 #define PICKUP_TIME_MAX 253402300799ULL   /* 9999-12-31: fits every Date: */
 #define PICKUP_PW_MAX (1024 * 1024)  /* getpwuid_r buffer bound */
 
 static struct ev_timer scan_timer;
 static int ino_fd = -1, ino_wd = -1;
 static int dir_warned;
-static char skip[PICKUP_SKIP_MAX][SPOOL_DROP_NAME_LEN + 1];
+static char skip[PICKUP_SKIP_MAX][256];     /* NAME_MAX + 1 */
 static size_t nskip;
 
 /* What build() made of a drop, for the event=pickup line. */
@@ -388,7 +388,7 @@ static int build(int fd, const struct pickup_drop *d, struct picked *out, char *
 		ret = r == -1 ? PICKUP_CORRUPT : PICKUP_RETRY;
 		goto out;
 	}
-	if (msgtext_mailbox(who.pw.pw_name, host, &login, &why) == -1) {
+	if (msgtext_login(who.pw.pw_name, host, &login, &why) == -1) {
 		str_fmt(err, errlen, "login name '%s' of uid %u is not a local part: %s",
 		        esc(who.pw.pw_name), (unsigned)d->uid, why);
 		goto out;
@@ -514,12 +514,14 @@ static int skipped(const char *name)
 	return 0;
 }
 
-/* A drop we can neither finish nor move: leave it to the admin rather
- * than repeat (or duplicate) it every scan. */
+/* An entry we can neither finish nor move (say, a user's directory
+ * without write permission): leave it to the admin rather than repeat (or
+ * duplicate) it and its log line every scan.  The list is a ring: beyond
+ * PICKUP_SKIP_MAX such entries, the oldest are logged again. */
 static void skip_add(const char *name)
 {
-	if (name_valid(name))
-		str_copy(skip[nskip++ % PICKUP_SKIP_MAX], name, sizeof(skip[0]));
+	if (str_copy(skip[nskip % PICKUP_SKIP_MAX], name, sizeof(skip[0])) == 0)
+		nskip++;
 }
 
 static const char *file_q(const char *name)

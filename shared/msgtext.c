@@ -549,6 +549,32 @@ int msgtext_mailbox(const char *in, const char *domain, struct addr *out, const 
 	return addr_parse_mailbox(buf, ADDR_UTF8, out, why);
 }
 
+int msgtext_login(const char *login, const char *domain, struct addr *out, const char **why)
+{
+	char q[2 * ADDR_LOCAL_MAX + 3];
+	size_t o = 0;
+
+	if (*login == '\0') {
+		*why = "empty login name";
+		return -1;
+	}
+	if (strpbrk(login, "@\"\\") == NULL && msgtext_mailbox(login, domain, out, why) == 0)
+		return 0;
+	q[o++] = '"';
+	for (const char *p = login; *p; p++) {
+		if (o + 3 >= sizeof(q)) {
+			*why = "login name too long";
+			return -1;
+		}
+		if (*p == '"' || *p == '\\')
+			q[o++] = '\\';
+		q[o++] = *p;
+	}
+	q[o++] = '"';
+	q[o] = '\0';
+	return msgtext_mailbox(q, domain, out, why);
+}
+
 int msgtext_sender(const char *in, const char *domain, struct addr *out, const char **why)
 {
 	char buf[MSGTEXT_ADDR_MAX + 1];

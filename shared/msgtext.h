@@ -118,6 +118,10 @@ int msgtext_addrlist(const char *s, size_t len, msgtext_addr_cb *cb, void *arg, 
 /* Qualify (append "@domain" when there is no '@' outside quotes) and
  * validate one mailbox with addr_parse_mailbox(ADDR_UTF8). */
 int msgtext_mailbox(const char *in, const char *domain, struct addr *out, const char **why);
+/* login@domain for a login name, the whole name being the local part:
+ * quoted when it is not a dot-atom ("John Doe", "user@corp").  -1 if even
+ * that is not a valid address (control bytes, bad UTF-8, too long). */
+int msgtext_login(const char *login, const char *domain, struct addr *out, const char **why);
 /* The envelope sender from sendmail -f: "" or "<>" is the null sender
  * (out->text ""), "<x>" and "x" a mailbox as in msgtext_mailbox(). */
 int msgtext_sender(const char *in, const char *domain, struct addr *out, const char **why);

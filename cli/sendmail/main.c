@@ -23,8 +23,9 @@
  * Exit status (sysexits.h): 0 stored; 64 usage (bad option, bad or no
  * recipient argument); 65 the message cannot be sent (too large, NUL
  * byte, too many recipients, bad or no -t recipients); 74 stdin could not
- * be read; 75 the drop could not be stored (the message names the file
- * and the error); 78 the configuration does not load.
+ * be read; 67 the user has no passwd entry; 75 the drop could not be
+ * stored (the message names the file and the error); 78 the
+ * configuration does not load.
  */
 #include "config.h"
 #include "log.h"
@@ -36,6 +37,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -513,6 +515,22 @@ int main(int argc, char **argv)
 			bad_arg("-f \"%s\": %s", esc, why);
 		}
 	}
+	/* The file owner is the effective uid; queued insists they match. */
+	uid_t uid = getuid();
+	if (geteuid() != 0 && geteuid() != uid)
+		uid = geteuid();
+	/* queued looks the uid up and, without -f, sends as LOGIN@hostname:
+	 * find out now what it would find. */
+	errno = 0;
+	struct passwd *pw = getpwuid(uid);
+	if (pw == NULL)
+		die(EX_NOUSER, "uid %u has no passwd entry (%s); not sent", (unsigned)uid,
+		    errno ? strerror(errno) : "no such user");
+	if (opt.from == NULL && msgtext_login(pw->pw_name, cfg->hostname, &sender, &why) == -1) {
+		char esc[200];
+		str_escape(esc, sizeof(esc), pw->pw_name, strlen(pw->pw_name));
+		bad_arg("login name \"%s\" cannot be a sender address (%s): give one with -f", esc, why);
+	}
 	msgtext_rcpts_init(&rcpts, (size_t)cfg->smtpd.max_recipients);
 	for (size_t i = 0; i < opt.nrcpt; i++) {
 		const char *a = opt.rcpt[i];
@@ -539,10 +557,6 @@ int main(int argc, char **argv)
 	             cfg->smtpd.max_message_size, NULL, NULL, NULL, 0);
 	drop_create();
 
-	/* The file owner is the effective uid; queued insists they match. */
-	uid_t uid = getuid();
-	if (geteuid() != 0 && geteuid() != uid)
-		uid = geteuid();
 	wputf(SPOOL_DROP_MAGIC "uid=%u\ntime=%lld\nt=%d\n", (unsigned)uid, (long long)time(NULL),
 	      opt.t);
 	if (opt.from != NULL)

@@ -244,6 +244,15 @@ def test_sendmail_unprivileged_user():
         assert b"(postern-sendmail, uid %d)" % pw.pw_uid in rec, rec
         pk = _pickup_lines(inst)
         assert pk and pk[0]["uid"] == str(pw.pw_uid), pk
+        # A uid without a passwd entry is told so at once (queued would
+        # have to move its drop to corrupt/).
+        if shutil.which("setpriv"):
+            p = subprocess.run(["setpriv", "--reuid=3999999", "--regid=3999999", "--clear-groups",
+                                postern.bin_path("postern-sendmail"), "-C", inst.conf,
+                                "x@example.net"], input=b"x\n", stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=scaled(20))
+            assert p.returncode == 67 and b"uid 3999999 has no passwd entry" in p.stderr, \
+                (p.returncode, p.stderr)
         # -f may name anyone (as with sendmail), but Received: names the uid.
         _ok(_sendmail(inst, ["-f", "root@postern.test", "x@example.net"], b"S: x\n\nx\n",
                       user=pw.pw_name))

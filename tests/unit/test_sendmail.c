@@ -497,6 +497,30 @@ static void test_mailbox_and_sender(void)
 	struct addr a;
 	const char *why;
 	CHECK_EQ_INT(msgtext_mailbox("root", "", &a, &why), -1);
+	/* login names: the whole name is the local part */
+	static const struct {
+		const char *login;
+		const char *want;
+	} logins[] = {
+		{ "root", "root@h.example" },
+		{ "john.doe", "john.doe@h.example" },
+		{ "John Doe", "\"John Doe\"@h.example" },
+		{ "user@corp", "\"user@corp\"@h.example" },
+		{ "a\"b\\c", "\"a\\\"b\\\\c\"@h.example" },
+		{ ".dot", "\".dot\"@h.example" },
+		{ "tab\there", NULL },
+		{ "", NULL },
+	};
+	for (size_t i = 0; i < NELEM(logins); i++) {
+		ROW("login %zu: %s", i, logins[i].login);
+		int r = msgtext_login(logins[i].login, "h.example", &a, &why);
+		if (logins[i].want == NULL) {
+			CHECK_EQ_INT(r, -1);
+		} else {
+			CHECK_EQ_INT(r, 0);
+			CHECK_STR(a.text, logins[i].want);
+		}
+	}
 	CHECK_EQ_INT(msgtext_mailbox("root", NULL, &a, &why), -1);
 }
 
