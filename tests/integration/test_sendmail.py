@@ -4,6 +4,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 
 import postern
@@ -215,6 +216,27 @@ def test_sendmail_while_stopped():
         assert len(_pickup_lines(inst, since=mark)) == 2, _pickup_lines(inst, since=mark)
         assert [m["rcpt_tos"] for m in up.messages] == [["late@example.net"], ["next@example.net"]]
         assert not inst.find_log("queued", r"\bevent=corrupt\b", since=mark2)
+
+
+def test_sendmail_survives_kill_of_queued():
+    """queued is frozen when the drop is written and then killed -9: the
+    drop waits on disk, the restarted queued picks it up, exactly once."""
+    with relay_instance() as (inst, up):
+        old = inst.pids()["queued"]
+        os.kill(old, signal.SIGSTOP)
+        try:
+            _ok(_sendmail(inst, ["killed@example.net"], b"Subject: kill -9\n\nx\n"))
+            assert len(_drop_files(inst)) == 1
+        finally:
+            os.kill(old, signal.SIGKILL)
+        wait_for(lambda: inst.pids().get("queued") not in (None, old), 15,
+                 what="the master to restart queued")
+        m = up.wait_messages(1)[0]
+        assert m["rcpt_tos"] == ["killed@example.net"]
+        qid = parse_kv(inst.wait_log("queued", r"\bevent=pickup\b")[0])["qid"]
+        inst.wait_log("queued", r"\bevent=removed\b.*\bqid=%s\b" % qid)
+        assert _drop_files(inst) == [] and len(_pickup_lines(inst)) == 1
+        assert len(up.messages) == 1
 
 
 def test_sendmail_unprivileged_user():
