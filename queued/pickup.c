@@ -428,11 +428,12 @@ static int build(int fd, const struct pickup_drop *d, struct picked *out, char *
 			str_copy(name, d->fullname, sizeof(name));
 		else
 			gecos_name(who.pw.pw_gecos, name, sizeof(name));
-		if (name[0] == '\0' || msgtext_phrase(name, phrase, sizeof(phrase)) == -1)
-			buf_appendf(&extra, "From: %s\r\n", sender.is_null ? login.text : sender.text);
-		else
-			buf_appendf(&extra, "From: %s <%s>\r\n", phrase,
-			            sender.is_null ? login.text : sender.text);
+		const char *from = sender.is_null ? login.text : sender.text;
+		/* A phrase of MSGTEXT_NAME_MAX octets fits buf_appendf's 1024;
+		 * should it not, the address alone is still a From:. */
+		if (name[0] == '\0' || msgtext_phrase(name, phrase, sizeof(phrase)) == -1 ||
+		    buf_appendf(&extra, "From: %s <%s>\r\n", phrase, from) == -1)
+			buf_appendf(&extra, "From: %s\r\n", from);
 	}
 	if (!(m->seen & MSGTEXT_SEEN_DATE)) {
 		rfc5322_date(d->time, date, sizeof(date));
