@@ -405,12 +405,12 @@ static void test_listen_connect(void)
 	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	CHECK(afd >= 0);
 	struct ipc_msg m;
-	ipc_msg_init(&m, IPC_STATUS);
+	ipc_msg_init(&m, IPC_ADMIN_REPLY);
 	ipc_put_u64(&m, 99);
 	CHECK_EQ_INT(ipc_send_sync(cfd, &m, -1), 0);
 	ipc_msg_free(&m);
 	CHECK_EQ_INT(ipc_recv_sync(afd, &m, 1000), 0);
-	CHECK_EQ_INT(m.type, IPC_STATUS);
+	CHECK_EQ_INT(m.type, IPC_ADMIN_REPLY);
 	ipc_msg_free(&m);
 	close(cfd);
 	close(afd);
@@ -591,7 +591,7 @@ static void test_chan_backpressure(void)
 			max_pending = ipc_pending(tx.ch);
 		/* a fat message every so often to fill the buffer faster */
 		if (i % 3 == 0) {
-			ipc_msg_init(&m, IPC_STATUS);
+			ipc_msg_init(&m, IPC_ADMIN_REPLY);
 			ipc_put_str(&m, pad);
 			CHECK_EQ_INT(ipc_send(tx.ch, &m, -1), 0);
 		}
