@@ -139,6 +139,7 @@ struct ipc_chan {
 	int dead;
 	int in_cb;            /* inside chan_io(): callbacks may free the channel */
 	int free_pending;     /* ipc_chan_free() was called from a callback */
+	int send_failed;      /* the peer is gone; closed from the event loop */
 };
 
 static void chan_io(int fd, int events, void *arg);
@@ -264,7 +265,7 @@ int ipc_send(struct ipc_chan *ch, struct ipc_msg *m, int fd)
 		ipc_msg_free(m);
 		log_panic("event=panic what=ipc_send error=\"message exceeds %d bytes\"", IPC_MSG_MAX);
 	}
-	if (ch->dead) {
+	if (ch == NULL || ch->dead || ch->send_failed) {
 		ipc_msg_free(m);
 		return -1;
 	}
@@ -277,7 +278,11 @@ int ipc_send(struct ipc_chan *ch, struct ipc_msg *m, int fd)
 	ch->tail = &o->next;
 	ch->pending++;
 	if (flush(ch) == -1) {
-		chan_close(ch);
+		/* Never run the close callback from inside a send: the caller
+		 * may be in the middle of using the channel (or the object that
+		 * owns it).  The event loop reports the close right after. */
+		ch->send_failed = 1;
+		ev_mod(ch->fd, EV_READ | EV_WRITE);
 		return -1;
 	}
 	return 0;
@@ -327,6 +332,10 @@ static void chan_io_run(int fd, int events, struct ipc_chan *ch)
 {
 	static unsigned char buf[IPC_MSG_MAX];
 
+	if (ch->send_failed) {
+		chan_close(ch);
+		return;
+	}
 	if (events & EV_WRITE) {
 		if (flush(ch) == -1) {
 			chan_close(ch);
@@ -336,7 +345,7 @@ static void chan_io_run(int fd, int events, struct ipc_chan *ch)
 	if (!(events & EV_READ))
 		return;
 	/* Bounded batch so one busy peer cannot starve the loop. */
-	for (int i = 0; i < 64 && !ch->dead; i++) {
+	for (int i = 0; i < 64 && !ch->dead && !ch->send_failed; i++) {
 		size_t len;
 		int rfd, r = recv_raw(fd, buf, sizeof(buf), &len, &rfd);
 		struct ipc_msg m;

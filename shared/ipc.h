@@ -67,7 +67,9 @@ typedef void ipc_close_cb(struct ipc_chan *ch, void *arg);
 struct ipc_chan *ipc_chan_new(int fd, ipc_msg_cb *on_msg, ipc_close_cb *on_close, void *arg);
 void ipc_chan_free(struct ipc_chan *ch);
 int ipc_chan_fd(const struct ipc_chan *ch);
-/* Queue m (and fd >= 0, which is dup'ed) for sending; m is consumed. */
+/* Queue m (and fd >= 0, which is dup'ed) for sending; m is consumed.
+ * -1 if ch is NULL or the peer is gone; the close callback then runs from
+ * the event loop, never from inside ipc_send(). */
 int ipc_send(struct ipc_chan *ch, struct ipc_msg *m, int fd);
 size_t ipc_pending(const struct ipc_chan *ch);
 

@@ -631,8 +631,9 @@ static void test_chan_free_in_callback(void)
 		{ "free in on_msg, more queued", 1, 0, 0, 5, 0, 1 },
 		{ "free in on_close", 0, 0, 1, 0, 1, 0 },
 		{ "messages then close, free in on_close", 0, 0, 1, 3, 1, 3 },
-		/* the reply fails (EPIPE): on_close runs inside on_msg, frees the
-		 * channel, and the second message is never delivered */
+		/* the reply fails (EPIPE): on_close runs from the loop right
+		 * after on_msg (never inside the send), frees the channel, and the
+		 * second message is never delivered */
 		{ "reply to a gone peer, free in on_close", 0, 1, 1, 2, 1, 1 },
 	};
 
