@@ -110,6 +110,27 @@ static void cmd_status(struct conn *c)
 	}
 }
 
+/* Machine-readable status for the CLI (which renders the table and the
+ * JSON, and adds the queue it reads from the spool): one line per process,
+ * tab-separated: name pid state uptime_seconds restarts last_exit.  uptime
+ * is -1 for a child that is not running; last_exit is empty if none. */
+static void cmd_status_data(struct conn *c)
+{
+	unsigned total = 0;
+	time_t now = time(NULL);
+
+	for (size_t i = 0; i < M.nchildren; i++)
+		total += M.children[i].restarts;
+	buf_appendf(&c->out, "ok\nmaster\t%d\t%s\t%ld\t%u\t\n", (int)getpid(),
+	            M.stopping ? "stopping" : "running", (long)(now - M.started), total);
+	for (size_t i = 0; i < M.nchildren; i++) {
+		const struct child *ch = &M.children[i];
+		buf_appendf(&c->out, "%s\t%d\t%s\t%ld\t%u\t%s\n", role_name(ch->role), (int)ch->pid,
+		            state_name(ch), ch->pid > 0 ? (long)(now - ch->started) : -1L, ch->restarts,
+		            ch->last_exit);
+	}
+}
+
 /* Queue administration is queued's business: forward and wait. */
 static int forward_admin(struct conn *c, const char *cmd, const char *arg)
 {
@@ -191,6 +212,8 @@ static void dispatch(struct conn *c, char *line)
 		}
 	} else if (strcmp(line, "status") == 0) {
 		cmd_status(c);
+	} else if (strcmp(line, "status-data") == 0) {
+		cmd_status_data(c);
 	} else if (strcmp(line, "ping") == 0) {
 		buf_appendf(&c->out, "ok\n%s\n", M.ready_announced ? "ready" : "starting");
 	} else if (strcmp(line, "stop") == 0) {

@@ -1,7 +1,7 @@
 /*
  * postern - the administration command.
  *
- *   postern [-c FILE] start [--foreground] | stop | status | reload |
+ *   postern [-c FILE] start [--foreground] | stop | status [--json] | reload |
  *           restart smtpd|queued|deliverd | check | queue
  *
  * Config file: -c FILE, else $POSTERN_CONFIG, else PREFIX/etc/postern/
@@ -41,7 +41,8 @@ static void usage(void)
 	        "usage: postern [-c FILE] COMMAND\n"
 	        "  start [--foreground]   start the master (daemonised unless --foreground)\n"
 	        "  stop                   stop every component gracefully\n"
-	        "  status                 components with pid, state, uptime, restarts\n"
+	        "  status [--json]        components (pid, state, uptime, restarts, last exit)\n"
+	        "                         and the queue (messages per state, oldest age)\n"
 	        "  reload                 reread the configuration\n"
 	        "  restart NAME           restart smtpd, queued or deliverd only\n"
 	        "  check                  validate the configuration (exit 78 on error)\n"
@@ -267,6 +268,230 @@ static int cmd_simple(const char *cmd)
 	struct config *cfg = load();
 	int r = control(cfg, cmd, 0, NULL, 0);
 	return r == 0 ? 0 : 1;
+}
+
+/* ---- status: the components from the master, the queue from the spool ---- */
+
+struct qsum {
+	int ok;                    /* the spool could be read */
+	char error[300];
+	unsigned active, deferred, held, incoming, corrupt;
+	int64_t oldest;            /* arrival of the oldest message, 0 if none */
+};
+
+static void qsum_dir(const char *dir, struct qsum *q)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (d == NULL) {
+		if (q->ok)
+			str_fmt(q->error, sizeof(q->error), "cannot read %s/%s: %s", loaded->spool_dir, dir,
+			        strerror(errno));
+		q->ok = 0;
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct spool_env env;
+		struct spool_state st;
+		char err[256];
+		int corrupt, missing;
+
+		if (!spool_qid_valid(de->d_name))
+			continue;
+		int fd = spool_msg_open(dir, de->d_name, &env, &corrupt, err, sizeof(err));
+		if (fd == -1) {
+			if (corrupt)
+				q->corrupt++;
+			continue;   /* gone meanwhile (delivered): not in the queue */
+		}
+		close(fd);
+		if (q->oldest == 0 || env.arrival < q->oldest)
+			q->oldest = env.arrival;
+		if (strcmp(dir, SPOOL_INCOMING) == 0) {
+			q->incoming++;
+		} else if (spool_state_read(env.qid, env.nrcpt, &st, &missing, err, sizeof(err)) == 0) {
+			int deferred = 0;
+			for (size_t i = 0; i < env.nrcpt; i++)
+				if (st.r[i].state == RS_DEFERRED)
+					deferred = 1;
+			if (st.held)
+				q->held++;
+			else if (deferred)
+				q->deferred++;
+			else
+				q->active++;
+			spool_state_free(&st);
+		} else {
+			spool_state_free(&st);
+			q->active++;
+		}
+		spool_env_free(&env);
+	}
+	closedir(d);
+}
+
+/* Messages per state and the oldest arrival, read from the spool like
+ * `postern queue` (so it works while queued is down). */
+static void queue_summary(const struct config *cfg, struct qsum *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->ok = 1;
+	if (chdir(cfg->spool_dir) == -1) {
+		str_fmt(q->error, sizeof(q->error), "cannot enter spool_dir %s: %s", cfg->spool_dir,
+		        strerror(errno));
+		q->ok = 0;
+		return;
+	}
+	qsum_dir(SPOOL_INCOMING, q);
+	qsum_dir(SPOOL_QUEUE, q);
+	DIR *d = opendir(SPOOL_CORRUPT);
+	if (d != NULL) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL)
+			if (de->d_name[0] != '.')
+				q->corrupt++;
+		closedir(d);
+	}
+}
+
+static void fmt_age(long s, char *out, size_t len)
+{
+	if (s < 120)
+		str_fmt(out, len, "%lds", s);
+	else if (s < 7200)
+		str_fmt(out, len, "%ldm", s / 60);
+	else if (s < 172800)
+		str_fmt(out, len, "%ldh", s / 3600);
+	else
+		str_fmt(out, len, "%ldd", s / 86400);
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch >= 0x7f)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+struct srow {
+	char *name, *pid, *state, *uptime, *restarts, *last_exit;
+};
+
+/* Split the master's tab-separated status lines in place. */
+static size_t parse_status(char *body, struct srow *rows, size_t max)
+{
+	size_t n = 0;
+
+	for (char *line = strtok(body, "\n"); line != NULL && n < max; line = strtok(NULL, "\n")) {
+		char *f[6] = { 0 };
+		size_t k = 0;
+		for (char *p = line; k < 6; k++) {
+			f[k] = p;
+			char *tab = strchr(p, '\t');
+			if (tab == NULL) {
+				k++;
+				break;
+			}
+			*tab = '\0';
+			p = tab + 1;
+		}
+		if (k < 5)
+			continue;
+		rows[n++] = (struct srow){ f[0], f[1], f[2], f[3], f[4], f[5] ? f[5] : "" };
+	}
+	return n;
+}
+
+static int cmd_status(int json)
+{
+	struct config *cfg = load();
+	static char body[65536];
+	static struct srow rows[1100];
+	struct qsum q;
+	time_t now = time(NULL);
+	char up[32];
+
+	int r = control(cfg, "status-data", 1, body, sizeof(body));
+	if (r == -2) {
+		fprintf(stderr, "postern: not running (no master on %s/control.sock)\n", cfg->run_dir);
+		return 1;
+	}
+	if (r != 0) {
+		fprintf(stderr, "postern: the master did not answer the status request\n");
+		return 1;
+	}
+	size_t n = parse_status(body, rows, sizeof(rows) / sizeof(rows[0]));
+	queue_summary(cfg, &q);
+	unsigned total = q.active + q.deferred + q.held + q.incoming;
+	long age = q.oldest ? (long)(now - q.oldest) : -1;
+	if (age < -1)
+		age = 0;
+	if (json) {
+		printf("{\"components\": [");
+		for (size_t i = 0; i < n; i++) {
+			long u = strtol(rows[i].uptime, NULL, 10);
+			printf("%s\n  {\"name\": ", i ? "," : "");
+			json_str(rows[i].name);
+			printf(", \"pid\": %ld, \"state\": ", strtol(rows[i].pid, NULL, 10));
+			json_str(rows[i].state);
+			if (u >= 0)
+				printf(", \"uptime\": %ld", u);
+			else
+				printf(", \"uptime\": null");
+			printf(", \"restarts\": %lu, \"last_exit\": ", strtoul(rows[i].restarts, NULL, 10));
+			if (rows[i].last_exit[0])
+				json_str(rows[i].last_exit);
+			else
+				printf("null");
+			printf("}");
+		}
+		printf("],\n \"queue\": ");
+		if (!q.ok) {
+			printf("{\"error\": ");
+			json_str(q.error);
+			printf("}}\n");
+		} else {
+			printf("{\"messages\": %u, \"active\": %u, \"deferred\": %u, \"held\": %u, "
+			       "\"incoming\": %u, \"corrupt\": %u, \"oldest_age\": ",
+			       total, q.active, q.deferred, q.held, q.incoming, q.corrupt);
+			if (age >= 0)
+				printf("%ld}}\n", age);
+			else
+				printf("null}}\n");
+		}
+		return 0;
+	}
+	printf("%-9s %-8s %-10s %-7s %-8s %s\n", "COMPONENT", "PID", "STATE", "UPTIME", "RESTARTS",
+	       "LAST-EXIT");
+	for (size_t i = 0; i < n; i++) {
+		long u = strtol(rows[i].uptime, NULL, 10);
+		if (u >= 0)
+			fmt_age(u, up, sizeof(up));
+		else
+			str_copy(up, "-", sizeof(up));
+		printf("%-9s %-8s %-10s %-7s %-8s %s\n", rows[i].name, rows[i].pid, rows[i].state, up,
+		       rows[i].restarts, rows[i].last_exit[0] ? rows[i].last_exit : "-");
+	}
+	if (!q.ok) {
+		printf("\nqueue: unknown (%s)\n", q.error);
+		return 0;
+	}
+	if (age >= 0)
+		fmt_age(age, up, sizeof(up));
+	printf("\nqueue: %u message%s: active %u, deferred %u, held %u, incoming %u; oldest %s; "
+	       "corrupt files %u\n",
+	       total, total == 1 ? "" : "s", q.active, q.deferred, q.held, q.incoming,
+	       age >= 0 ? up : "-", q.corrupt);
+	return 0;
 }
 
 static int cmd_check(void)
@@ -523,12 +748,20 @@ int main(int argc, char **argv)
 		str_fmt(buf, sizeof(buf), "restart %s", argv[i]);
 		return cmd_simple(buf);
 	}
+	if (strcmp(cmd, "status") == 0) {
+		int json = 0;
+		if (i < argc && strcmp(argv[i], "--json") == 0) {
+			json = 1;
+			i++;
+		}
+		if (i != argc)
+			usage();
+		return cmd_status(json);
+	}
 	if (i != argc)
 		usage();
 	if (strcmp(cmd, "stop") == 0)
 		return cmd_stop();
-	if (strcmp(cmd, "status") == 0)
-		return cmd_simple("status");
 	if (strcmp(cmd, "reload") == 0)
 		return cmd_simple("reload");
 	if (strcmp(cmd, "check") == 0)
