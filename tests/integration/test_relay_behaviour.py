@@ -247,6 +247,26 @@ def test_connection_reuse_with_rset():
                 "a connection was closed without QUIT: %r" % [(c.serial, c.commands) for c in up.connections]
 
 
+def test_cached_connection_closed_by_the_server_is_replaced():
+    """The upstream hangs up after each transaction: the connection
+    deliverd kept for reuse is dead, so the next message must go over a
+    new one without a deferral."""
+    up = ScriptedUpstream(close_after_data=lambda conn: True)
+    with relayed(up, settings=FAST) as inst:
+        q1 = inst.send_ok(SENDER, ["c1@example.net"], make_message(subject="cached-1"))
+        up.wait_messages(1)
+        up.wait(lambda: up.connections[0].closed, 10, "the upstream to hang up")
+        _wait_event(inst, "delivered", q1)
+        q2 = inst.send_ok(SENDER, ["c2@example.net"], make_message(subject="cached-2"))
+        up.wait_messages(2)
+        _wait_event(inst, "delivered", q2)
+        assert not inst.find_log("deliverd", r"\bevent=deferred\b"), \
+            "a dead cached connection caused a deferral: %r" % inst.find_log("deliverd", r"event=deferred")
+        with up.cond:
+            assert len(up.connections) >= 2 and up.messages[0]["conn"] != up.messages[1]["conn"], \
+                up.connections
+
+
 def test_pipelining_when_offered():
     """With PIPELINING offered the envelope goes in one write; replies are
     still matched to the right recipients (one 550 among 250s), and a

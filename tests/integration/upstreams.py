@@ -22,6 +22,9 @@ small SMTP server (Python standard library, one thread per connection):
       rcpt_reply(conn, address)
       data_cmd_reply(conn, env)   the reply to the DATA command itself
       data_reply(conn, env)       the reply after the data (env["content"])
+      close_after_data(conn)      True: close the connection right after the
+                                  reply to the data (no QUIT, like a server
+                                  that drops idle clients)
   A reply starting with "421" is sent and then the connection is closed.
   A hook may return DROP instead of a reply: the connection is closed
   without one.  data_cmd_reply returning DROP_MID_DATA answers 354, reads
@@ -69,7 +72,7 @@ class _Closed(Exception):
 class ScriptedUpstream:
     def __init__(self, port=None, pipelining=False, extensions=None, hostname="upstream.test",
                  on_connect=None, mail_reply=None, rcpt_reply=None, data_cmd_reply=None,
-                 data_reply=None, sock_timeout=30):
+                 data_reply=None, close_after_data=None, sock_timeout=30):
         self.port = port or postern.free_port()
         self.hostname = hostname
         exts = list(extensions) if extensions is not None else ["8BITMIME", "SIZE 52428800",
@@ -82,6 +85,7 @@ class ScriptedUpstream:
         self.rcpt_reply = rcpt_reply
         self.data_cmd_reply = data_cmd_reply
         self.data_reply = data_reply
+        self.close_after_data = close_after_data
         self.sock_timeout = sock_timeout
         self.connections = []
         self.attempts = []
@@ -351,6 +355,8 @@ class ScriptedUpstream:
                         self.cond.notify_all()
                 env = None
                 self._reply(io, conn, reply)
+                if self._hook("close_after_data", conn):
+                    raise _Closed()
             else:
                 self._reply(io, conn, "502 5.5.2 Command not recognized")
 
