@@ -342,6 +342,40 @@ def test_queue_delete_one_and_all():
         assert not inst.find_log("queued", r"\bevent=dsn_")
 
 
+def test_delete_during_a_delivery():
+    """`queue delete` while a deliverd holds the message: it says so, and
+    the message is removed when that delivery ends (here with a 451 that
+    would otherwise mean a retry)."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold(conn, env):
+        entered.set()
+        release.wait(scaled(30))
+        return "451 4.3.0 try again later"
+
+    up = ScriptedUpstream(data_reply=hold)
+    with relayed(up, settings={"queue": {"retry_min": 1, "retry_max": 2}}) as inst:
+        try:
+            qid = inst.send_ok(SENDER, ["busy@example.net"], make_message(subject="delete-busy"))
+            assert entered.wait(scaled(15)), "no delivery attempt reached the upstream"
+            cp = _cli(inst, "queue", "delete", qid)
+            assert cp.stdout.strip() == "%s: delivery in progress; deleted when it ends" % qid, \
+                "delete during a delivery printed %r" % cp.stdout
+            _wait_event(inst, "queued", "delete_requested", qid)
+            assert qid in _queue(inst), "deleted before its delivery ended"
+            release.set()
+            _wait_event(inst, "queued", "deleted", qid)
+            assert qid not in _queue(inst)
+            for sub in ("queue", "state"):
+                assert qid not in inst.spool_files(sub), "%s still in spool/%s" % (qid, sub)
+            assert not _event(inst, "queued", "scheduled", qid), "a retry was scheduled"
+            with up.cond:
+                assert len(up.attempts) == 1, "tried %d times" % len(up.attempts)
+        finally:
+            release.set()      # before the cleanup, which would wait for the held session
+
+
 def test_hold_release_flush():
     """With retry_min = 300: flush retries deferred mail now but not a
     held message (not even after a restart); release tries it at once."""
