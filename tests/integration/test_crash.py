@@ -13,7 +13,7 @@ import time
 import postern
 from postern import (Instance, make_message, wait_for, scaled, pid_alive, proc_exe,
                      descendants, kill_pid, QID_RE)
-from upstreams import ScriptedUpstream
+from upstreams import ScriptedUpstream, relayed
 
 SENDER = "user@example.org"
 TOKEN_RE = re.compile(rb"crash-\d+-\d+-\d+")
@@ -222,14 +222,15 @@ def test_queued_killed_during_a_delivery():
         return None
 
     up = ScriptedUpstream(data_reply=hold_first)
-    up.start()
-    try:
-        with Instance(relay=up.port, settings={"queue": {"retry_min": 1, "retry_max": 2}}) as inst:
-            inst.start()
+    # One deliverd: the redelivery must wait for it, so by the time the
+    # message is removed that deliverd has dealt with the lost queued.
+    with relayed(up, settings={"queue": {"retry_min": 1, "retry_max": 2, "concurrency": 1}}) as inst:
+        try:
             tag = "queued-gone-%d" % time.time_ns()
             qid = inst.send_ok(SENDER, ["held@example.net"], make_message(subject=tag))
             assert entered.wait(scaled(15)), "no delivery attempt reached the upstream"
             old = inst.pids()["queued"]
+            agent = inst.pids()["deliverd"]
             mark = inst.log_mark()
             kill_pid(old, signal.SIGKILL)
             wait_for(lambda: (lambda q: q and q != old)(inst.pids().get("queued")), 10,
@@ -244,6 +245,7 @@ def test_queued_killed_during_a_delivery():
             assert not died, "deliverd died after queued went away during its delivery:\n  %s\n" \
                 "deliverd.log:\n  %s" % ("\n  ".join(died), "\n  ".join(
                     inst.find_log("deliverd", r".", since=mark)))
-    finally:
-        release.set()
-        up.stop()
+            assert inst.pids()["deliverd"] == agent, "deliverd %r replaced by %r" % (
+                agent, inst.pids()["deliverd"])
+        finally:
+            release.set()      # before the cleanup, which would wait for the held session
