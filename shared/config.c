@@ -483,6 +483,16 @@ static int validate(struct ctx *c, struct config *cfg, config_t *lc)
 		if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) == -1)
 			str_copy(cfg->hostname, "localhost", sizeof(cfg->hostname));
 	}
+	if (cfg->metrics.listen[0] != '\0') {
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (parse_hostport(cfg->metrics.listen, cfg->metrics.address, sizeof(cfg->metrics.address),
+		                   &cfg->metrics.port) == -1 ||
+		    net_pton(cfg->metrics.address, 0, &ss, &sl) == -1)
+			return fail(c, config_lookup(lc, "metrics.listen"),
+			            "'metrics.listen' = \"%s\" is not \"IP:port\" (e.g. \"127.0.0.1:9925\")",
+			            cfg->metrics.listen);
+	}
 	if (cfg->user[0] == '\0')
 		return fail(c, config_lookup(lc, "user"), "'user' is empty");
 	if (cfg->spool_dir[0] != '/' || cfg->run_dir[0] != '/' || cfg->log.dir[0] != '/')

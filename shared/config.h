@@ -106,7 +106,9 @@ struct config {
 		char ip_version[8];
 	} dns;
 	struct {
-		char listen[128];
+		char listen[128];      /* "host:port" or "[v6]:port"; empty: no endpoint */
+		char address[64];      /* parsed from listen */
+		int port;
 	} metrics;
 	struct {
 		struct strlist domains;
