@@ -7,6 +7,7 @@
 #include "deliverd.h"
 #include "ipc.h"
 #include "log.h"
+#include "stats.h"
 #include "proc.h"
 #include "str.h"
 
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #define QUEUED_RETRY_MS 500
@@ -37,6 +39,7 @@ static void run_job(struct ipc_msg *m)
 	struct delivery d;
 	uint32_t n;
 	int corrupt;
+	int64_t arrival = 0;
 
 	if (ipc_get_str(m, qid, sizeof(qid)) == -1 || ipc_get_str(m, transport, sizeof(transport)) == -1 ||
 	    ipc_get_str(m, nexthop, sizeof(nexthop)) == -1 || ipc_get_u32(m, &n) == -1 ||
@@ -64,6 +67,7 @@ static void run_job(struct ipc_msg *m)
 		}
 	} else {
 		d.env = &env;
+		arrival = env.arrival;
 		if (strcmp(transport, "local") == 0) {
 			maildir_deliver(&d);
 		} else if (strcmp(transport, "relay") == 0) {
@@ -90,6 +94,15 @@ static void run_job(struct ipc_msg *m)
 		const char *said = strstr(x->text, " said: ");
 		logf("event=%s qid=%s rcpt=<%s> transport=%s relay=%s reply=%s", status_event(x->status), qid,
 		     x->addr, transport, log_q(d.relay), log_q(said ? said + 7 : x->text));
+		if (x->status == 2) {
+			stats_add(STAT_RCPT_DELIVERED, 1);
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (arrival > 0)
+				stats_latency((double)(now.tv_sec - arrival) + now.tv_nsec / 1e9);
+		} else {
+			stats_add(x->status == 5 ? STAT_RCPT_BOUNCED : STAT_RCPT_DEFERRED, 1);
+		}
 		ipc_msg_init(&r, IPC_RESULT);
 		ipc_put_str(&r, qid);
 		ipc_put_u32(&r, x->idx);
@@ -220,6 +233,7 @@ int main(int argc, char **argv)
 	cfg = proc_child_init("deliverd", argc, argv, before_drop);
 	proc_signals_install(on_signal);
 	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	stats_init(master);
 	ev_timer_init(&retry_timer, queued_connect, NULL);
 	ev_timer_init(&idle_timer, idle_close, NULL);
 	queued_connect(NULL);

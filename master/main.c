@@ -201,6 +201,7 @@ void master_check_ready(void)
 static void finish(void)
 {
 	control_close();
+	metrics_close();
 	for (size_t i = 0; i < M.nlisten; i++)
 		close(M.listen_fd[i]);
 	log_info("event=stopped pid=%d", (int)getpid());
@@ -315,6 +316,8 @@ int main(int argc, char **argv)
 		log_info("event=purged dir=tmp files=%d reason=\"unacknowledged at last stop\"", purged);
 	if (control_open(M.cfg->run_dir, err, sizeof(err)) == -1)
 		die(EX_CANTCREAT, "%s", err);
+	if (metrics_open(err, sizeof(err)) == -1)
+		die(EX_UNAVAILABLE, "metrics.listen %s: %s", M.cfg->metrics.listen, err);
 
 	M.nchildren = 2 + (size_t)M.cfg->queue.concurrency;
 	M.children = xcalloc(M.nchildren, sizeof(*M.children));

@@ -68,6 +68,12 @@ void control_close(void);
 void control_admin_reply(struct ipc_msg *m);
 void control_admin_abort(void);
 
+/* metrics.c: counters from the children, the Prometheus endpoint */
+int metrics_open(char *err, size_t errlen);   /* binds metrics.listen, if set */
+void metrics_close(void);
+void metrics_apply(struct child *c, struct ipc_msg *m);
+void metrics_child_exited(struct child *c);
+
 /* reload.c */
 void reload_config(void);
 

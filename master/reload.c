@@ -25,12 +25,15 @@ void reload_config(void)
 	if (cfg->nlisten != M.cfg->nlisten ||
 	    memcmp(cfg->listen, M.cfg->listen, cfg->nlisten * sizeof(cfg->listen[0])) != 0)
 		log_warn("event=reload_partial error=\"listen changed; takes effect at the next start\"");
+	if (strcmp(cfg->metrics.listen, M.cfg->metrics.listen) != 0)
+		log_warn("event=reload_partial error=\"metrics.listen changed; takes effect at the next start\"");
 	if (cfg->queue.concurrency != M.cfg->queue.concurrency)
 		log_warn("event=reload_partial error=\"queue.concurrency changed; takes effect at the next start\"");
 	/* Keep the listener table the children were given. */
 	memcpy(cfg->listen, M.cfg->listen, sizeof(cfg->listen));
 	cfg->nlisten = M.cfg->nlisten;
 	cfg->queue.concurrency = M.cfg->queue.concurrency;
+	memcpy(&cfg->metrics, &M.cfg->metrics, sizeof(cfg->metrics));
 	config_free(M.cfg);
 	M.cfg = cfg;
 	log_set_level(cfg->log.level);

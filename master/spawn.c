@@ -46,6 +46,9 @@ static void on_child_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 		c->state = CH_READY;
 		master_check_ready();
 		break;
+	case IPC_STATS:
+		metrics_apply(c, m);
+		break;
 	case IPC_ADMIN_REPLY:
 		if (c->role != ROLE_QUEUED) {
 			log_warn("event=ipc_error component=%s error=\"ADMIN_REPLY from a non-queued\"",
@@ -194,6 +197,7 @@ static void child_exited(struct child *c, int status)
 
 	describe_exit(status, c->last_exit, sizeof(c->last_exit));
 	c->pid = 0;
+	metrics_child_exited(c);
 	if (c->role == ROLE_QUEUED)
 		control_admin_abort();
 	if (c->ch) {

@@ -4,6 +4,7 @@
  */
 #include "queued.h"
 #include "log.h"
+#include "stats.h"
 #include "proc.h"
 #include "str.h"
 
@@ -15,11 +16,12 @@
 #include <unistd.h>
 
 #define INCOMING_SCAN_MS 5000
+#define GAUGE_MS 1000
 
 struct config *cfg;
 static struct ipc_chan *master;
 static int listen_fd = -1;
-static struct ev_timer scan_timer;
+static struct ev_timer scan_timer, gauge_timer;
 static int stopping;
 
 static void on_worker_close(struct ipc_chan *ch, void *arg)
@@ -139,6 +141,46 @@ static void on_master_close(struct ipc_chan *ch, void *arg)
 	exit(0);
 }
 
+struct gauge_sum {
+	uint64_t active, deferred, held;
+	int64_t oldest;
+};
+
+static int gauge_one(struct msg *m, void *arg)
+{
+	struct gauge_sum *g = arg;
+	int deferred = 0;
+
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (m->st.r[i].state == RS_DEFERRED)
+			deferred = 1;
+	if (m->st.held)
+		g->held++;
+	else if (deferred)
+		g->deferred++;
+	else
+		g->active++;
+	if (g->oldest == 0 || m->arrival < g->oldest)
+		g->oldest = m->arrival;
+	return 0;
+}
+
+/* Queue gauges for the master's metrics, from the message table (the
+ * same classification as `postern status`).  O(messages) once a second;
+ * only changed values are sent. */
+static void gauges(void *arg)
+{
+	struct gauge_sum g = { 0, 0, 0, 0 };
+
+	(void)arg;
+	queue_foreach(gauge_one, &g);
+	stats_set(STAT_QUEUE_ACTIVE, g.active);
+	stats_set(STAT_QUEUE_DEFERRED, g.deferred);
+	stats_set(STAT_QUEUE_HELD, g.held);
+	stats_set(STAT_QUEUE_OLDEST, g.oldest > 0 ? (uint64_t)g.oldest : 0);
+	ev_timer_add(&gauge_timer, GAUGE_MS);
+}
+
 static void scan(void *arg)
 {
 	(void)arg;
@@ -182,6 +224,7 @@ int main(int argc, char **argv)
 	cfg = proc_child_init("queued", argc, argv, NULL);
 	proc_signals_install(on_signal);
 	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	stats_init(master);
 	listen_fd = ipc_listen(SPOOL_QUEUED_SOCK, 0600);
 	if (listen_fd == -1)
 		log_fatal(EX_TEMPFAIL, "event=fatal what=listen socket=%s error=%s", SPOOL_QUEUED_SOCK,
@@ -193,6 +236,8 @@ int main(int argc, char **argv)
 		log_fatal(EX_OSERR, "event=fatal what=ev_add");
 	ev_timer_init(&scan_timer, scan, NULL);
 	ev_timer_add(&scan_timer, INCOMING_SCAN_MS);
+	ev_timer_init(&gauge_timer, gauges, NULL);
+	gauges(NULL);
 	proc_ready(master);
 	ev_run();
 	return 0;

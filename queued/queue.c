@@ -6,6 +6,7 @@
  */
 #include "queued.h"
 #include "log.h"
+#include "stats.h"
 #include "str.h"
 
 #include <dirent.h>
@@ -155,6 +156,7 @@ int queue_takeover(const char *qid)
 		return -1;
 	}
 	insert(m);
+	stats_add(STAT_MSG_RECEIVED, 1);
 	log_info("event=queued qid=%s from=<%s> nrcpt=%zu size=%llu", qid, m->sender, m->nrcpt,
 	         (unsigned long long)m->size);
 	schedule_msg(m);

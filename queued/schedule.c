@@ -14,6 +14,7 @@
  */
 #include "queued.h"
 #include "log.h"
+#include "stats.h"
 #include "str.h"
 
 #include <stdlib.h>
@@ -324,6 +325,7 @@ static void finish(struct msg *m, int64_t now)
 	for (size_t i = 0; i < m->nrcpt; i++)
 		if (m->st.r[i].state == RS_BOUNCED)
 			bounced = 1;
+	stats_add(bounced ? STAT_MSG_BOUNCED : STAT_MSG_DELIVERED, 1);
 	if (bounced && m->sender[0] == '\0' && now - m->arrival < cfg->queue.lifetime) {
 		ev_timer_init(&m->retry, expire_timer, m);
 		ev_timer_add(&m->retry, (uint64_t)(m->arrival + cfg->queue.lifetime - now) * 1000);
@@ -369,6 +371,7 @@ static void msg_settle(struct msg *m, int agent_died)
 			str_fmt(why, sizeof(why), "%s (gave up after %d hours in the queue)",
 			        r->error[0] ? r->error : "not delivered", cfg->queue.lifetime / 3600);
 			str_copy(r->error, why, sizeof(r->error));
+			stats_add(STAT_RCPT_BOUNCED, 1);
 			log_info("event=bounced qid=%s rcpt=<%s> reason=expired lifetime=%d last_error=%s",
 			         m->qid, m->rcpt[i], cfg->queue.lifetime, log_q(r->error));
 			continue;
@@ -387,6 +390,7 @@ static void msg_settle(struct msg *m, int agent_died)
 	}
 	if (notify(m, now))
 		queue_write_state(m);
+	stats_add(STAT_MSG_DEFERRED, 1);
 	log_info("event=scheduled qid=%s attempts=%u next_in=%llds", m->qid, m->st.attempts,
 	         (long long)(m->st.next - now));
 	schedule_msg(m);
@@ -407,6 +411,7 @@ static void job_finish(struct worker *w, int agent_died)
 		str_copy(r->error, agent_died ? "delivery agent exited during delivery"
 		                              : "delivery agent reported no result",
 		         sizeof(r->error));
+		stats_add(STAT_RCPT_DEFERRED, 1);
 		log_warn("event=deferred qid=%s rcpt=<%s> reason=%s", m->qid, m->rcpt[j->idx[i]],
 		         log_q(r->error));
 	}

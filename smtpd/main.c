@@ -6,6 +6,7 @@
 #include "smtpd.h"
 #include "log.h"
 #include "proc.h"
+#include "stats.h"
 #include "str.h"
 
 #include <errno.h>
@@ -152,6 +153,7 @@ static void on_accept(int fd, int events, void *arg)
 		net_ntop((struct sockaddr *)&ss, ip, sizeof(ip));
 		if (session_count() >= (size_t)cfg->smtpd.max_connections) {
 			static const char msg[] = "421 4.7.0 Error: too many connections\r\n";
+			stats_add(STAT_SMTP_REFUSED_MAXCONN, 1);
 			log_warn("event=refused client=%s reason=max_connections limit=%d", ip,
 			         cfg->smtpd.max_connections);
 			ssize_t w = send(c, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
@@ -162,6 +164,7 @@ static void on_accept(int fd, int events, void *arg)
 		struct ipcount **pp = ip_find(ip);
 		if (*pp && (*pp)->n >= cfg->smtpd.max_connections_per_ip) {
 			static const char msg[] = "421 4.7.0 Error: too many connections from your address\r\n";
+			stats_add(STAT_SMTP_REFUSED_PERIP, 1);
 			log_warn("event=refused client=%s reason=max_connections_per_ip limit=%d", ip,
 			         cfg->smtpd.max_connections_per_ip);
 			ssize_t w = send(c, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
@@ -284,6 +287,8 @@ int main(int argc, char **argv)
 	if (policy_load() == -1)
 		log_fatal(EX_CONFIG, "event=fatal error=\"bad smtpd.mynetworks\"");
 	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	stats_init(master);
+	stats_set(STAT_SMTP_CONN_CURRENT, 0);
 	ev_timer_init(&queued_timer, queued_connect, NULL);
 	queued_connect(NULL);
 	for (size_t i = 0; i < nlisteners; i++) {

@@ -17,6 +17,7 @@
  */
 #include "smtpd.h"
 #include "log.h"
+#include "stats.h"
 #include "smtp_line.h"
 #include "str.h"
 
@@ -125,6 +126,8 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 		sessions->prev = s;
 	sessions = s;
 	nsessions++;
+	stats_add(STAT_SMTP_CONN_TOTAL, 1);
+	stats_set(STAT_SMTP_CONN_CURRENT, nsessions);
 	log_info("event=connect client=%s port=%d listener=%s:%d mode=%s", s->ip, s->port, l->address,
 	         l->port, config_mode_name(l->mode));
 	if (ev_add(fd, EV_READ, session_io, s) == -1) {
@@ -151,6 +154,7 @@ void session_free(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	nsessions--;
+	stats_set(STAT_SMTP_CONN_CURRENT, nsessions);
 	log_info("event=disconnect client=%s", s->ip);
 	smtpd_conn_closed(s);
 	free(s);
@@ -160,6 +164,7 @@ void session_free(struct session *s)
 static void bad_command(struct session *s)
 {
 	if (++s->errors >= cfg->smtpd.max_errors) {
+		stats_add(STAT_SMTP_TOO_MANY_ERRORS, 1);
 		log_warn("event=too_many_errors client=%s errors=%d", s->ip, s->errors);
 		session_reply(s, "421 4.7.0 %s Error: too many errors", cfg->hostname);
 		s->state = SS_CLOSING;
@@ -305,6 +310,7 @@ static void cmd_mail(struct session *s, char *arg)
 		return;
 	}
 	if (size > cfg->smtpd.max_message_size) {
+		stats_add(STAT_SMTP_REJECTED_SIZE, 1);
 		session_reply(s, "552 5.3.4 Message size exceeds fixed limit");
 		memset(&s->sender, 0, sizeof(s->sender));
 		return;
@@ -312,6 +318,7 @@ static void cmd_mail(struct session *s, char *arg)
 	if (!policy_has_room(size)) {
 		/* Refuse what we may not be able to store (Postfix does the same
 		 * below 1.5 x message_size_limit): the client retries later. */
+		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
 		log_warn("event=rejected client=%s from=<%s> reason=\"spool low on space\"", s->ip,
 		         s->sender.text);
 		session_reply(s, "452 4.3.1 Insufficient system storage");
@@ -355,6 +362,7 @@ static void cmd_rcpt(struct session *s, char *arg)
 		return;
 	}
 	if (policy_rcpt(s, &a, &reply) == -1) {
+		stats_add(STAT_SMTP_REJECTED_RCPT, 1);
 		log_info("event=rejected client=%s from=<%s> rcpt=%s reply=%s", s->ip, s->sender.text,
 		         log_q(a.text), log_q(reply));
 		session_reply(s, "%s", reply);
@@ -517,6 +525,7 @@ static void data_done(struct session *s)
 
 	s->state = SS_READY;
 	if (s->dr.err != DATA_OK) {
+		stats_add(STAT_SMTP_REJECTED_DATA, 1);
 		log_info("event=rejected client=%s from=<%s> reason=%s size=%llu", s->ip, s->sender.text,
 		         log_q(data_err_reply(s->dr.err)), (unsigned long long)s->dr.size);
 		session_reply(s, "%s", data_err_reply(s->dr.err));
@@ -527,6 +536,7 @@ static void data_done(struct session *s)
 		complete_headers(s);   /* a message that is all header section */
 	if (s->dr.sink_failed || spool_submit_commit(w) == -1) {
 		int e = w->err ? w->err : errno;
+		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
 		log_error("event=spool_error client=%s qid=%s what=commit error=%s", s->ip, w->qid,
 		          log_q(strerror(e)));
 		session_reply(s, "%s", e == ENOSPC || e == EDQUOT
@@ -538,6 +548,7 @@ static void data_done(struct session *s)
 	str_copy(qid, w->qid, sizeof(qid));
 	free(s->w);
 	s->w = NULL;
+	stats_add(STAT_SMTP_ACCEPTED, 1);
 	log_info("event=accepted qid=%s client=%s helo=%s from=<%s> nrcpt=%zu size=%llu", qid, s->ip,
 	         log_q(s->helo), s->sender.text, s->nrcpt, (unsigned long long)s->dr.size);
 	smtpd_notify_queued(qid);
