@@ -301,7 +301,7 @@ int main(int argc, char **argv)
 	if (realpath(conf, M.config_path) == NULL)
 		die(EX_CONFIG, "%s: %s", conf, strerror(errno));
 	prepare_dirs();
-	if (log_open("master", M.cfg->log.dir, M.cfg->log.level, M.cfg->log.syslog) == -1)
+	if (log_open("master", M.cfg->log.dir, config_log_level(M.cfg, "master"), M.cfg->log.syslog) == -1)
 		die(EX_CANTCREAT, "cannot open log in %s: %s", M.cfg->log.dir, strerror(errno));
 	log_set_stderr(foreground);
 	take_pidfile();

@@ -36,7 +36,7 @@ void reload_config(void)
 	memcpy(&cfg->metrics, &M.cfg->metrics, sizeof(cfg->metrics));
 	config_free(M.cfg);
 	M.cfg = cfg;
-	log_set_level(cfg->log.level);
+	log_set_level(config_log_level(cfg, "master"));
 	log_reopen();
 	for (size_t i = 0; i < M.nchildren; i++)
 		if (M.children[i].pid > 0)

@@ -51,6 +51,10 @@ static const struct key keys[] = {
 	PATH("log.dir", log.dir, "/var/log/postern"),
 	{ "log.level", K_ENUM, O(log.level), 0, "info", 0, 0, 0, level_names },
 	BOOL("log.syslog", log.syslog, 0),
+	{ "log.master.level", K_ENUM, O(log.comp_level[0]), 0, "info", 0, 0, 0, level_names },
+	{ "log.smtpd.level", K_ENUM, O(log.comp_level[1]), 0, "info", 0, 0, 0, level_names },
+	{ "log.queued.level", K_ENUM, O(log.comp_level[2]), 0, "info", 0, 0, 0, level_names },
+	{ "log.deliverd.level", K_ENUM, O(log.comp_level[3]), 0, "info", 0, 0, 0, level_names },
 	PATH("tls.cert", tls.cert, ""),
 	PATH("tls.key", tls.key, ""),
 	LIST("smtpd.mynetworks", smtpd.mynetworks),
@@ -92,6 +96,9 @@ static const struct key keys[] = {
 /* Keys handled outside the table. */
 static const char *const special_keys[] = { "listen", "relay.host", "relay.port", "relay.fallback", NULL };
 static const char *const groups[] = { "log", "tls", "smtpd", "relay", "queue", "dns", "metrics", "local", NULL };
+/* Groups inside groups: per-component log settings. */
+static const char *const subgroups[] = { "log.master", "log.smtpd", "log.queued", "log.deliverd", NULL };
+static const char *const log_components[] = { "master", "smtpd", "queued", "deliverd" };
 
 struct ctx {
 	const char *file;
@@ -176,7 +183,7 @@ static int check_unknown(struct ctx *c, const config_setting_t *grp)
 		path_of(s, path, sizeof(path));
 		if (find_key(path) || in_list(special_keys, path))
 			continue;
-		if (config_setting_is_root(grp) && in_list(groups, path)) {
+		if ((config_setting_is_root(grp) && in_list(groups, path)) || in_list(subgroups, path)) {
 			if (config_setting_type(s) != CONFIG_TYPE_GROUP)
 				return fail(c, s, "'%s' must be a group { ... }, not %s", path,
 				            type_name(config_setting_type(s)));
@@ -546,6 +553,13 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		goto bad;
 	if ((s = config_lookup(&lc, "relay")) != NULL && load_relay(&c, cfg, s) == -1)
 		goto bad;
+	/* A component without its own log level uses log.level. */
+	for (size_t i = 0; i < 4; i++) {
+		char key[64];
+		str_fmt(key, sizeof(key), "log.%s.level", log_components[i]);
+		if (config_lookup(&lc, key) == NULL)
+			cfg->log.comp_level[i] = cfg->log.level;
+	}
 	/* List defaults that are not empty (DESIGN.md). */
 	if (config_lookup(&lc, "smtpd.mynetworks") == NULL) {
 		strlist_add(&cfg->smtpd.mynetworks, "127.0.0.0/8");
@@ -573,6 +587,14 @@ void config_free(struct config *cfg)
 	strlist_free(&cfg->dns.servers);
 	strlist_free(&cfg->local.domains);
 	free(cfg);
+}
+
+int config_log_level(const struct config *cfg, const char *component)
+{
+	for (size_t i = 0; i < 4; i++)
+		if (strcmp(component, log_components[i]) == 0)
+			return cfg->log.comp_level[i];
+	return cfg->log.level;
 }
 
 int config_is_local_domain(const struct config *cfg, const char *domain)

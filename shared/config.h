@@ -55,6 +55,9 @@ struct config {
 		char dir[CONFIG_PATH_MAX];
 		int level;
 		int syslog;
+		/* log.COMPONENT.level, defaulting to log.level: master, smtpd,
+		 * queued, deliverd (config_log_level()) */
+		int comp_level[4];
 	} log;
 	struct listen_cfg listen[CONFIG_LISTEN_MAX];
 	size_t nlisten;
@@ -121,6 +124,9 @@ const char *config_default_path(const char *exe_prefix);
 
 struct config *config_load(const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/* The log level for component ("master", "smtpd", ...); log.level for others. */
+int config_log_level(const struct config *cfg, const char *component);
 
 int config_is_local_domain(const struct config *cfg, const char *domain);
 const char *config_mode_name(int mode);

@@ -76,7 +76,7 @@ struct config *proc_child_init(const char *component, int argc, char **argv,
 		log_fatal(EX_TEMPFAIL, "event=fatal error=\"master is gone\"");
 	if ((cfg = config_load(path, err, sizeof(err))) == NULL)
 		log_fatal(EX_CONFIG, "event=fatal error=%s", log_q(err));
-	if (log_open(component, cfg->log.dir, cfg->log.level, cfg->log.syslog) == -1)
+	if (log_open(component, cfg->log.dir, config_log_level(cfg, component), cfg->log.syslog) == -1)
 		log_fatal(EX_CONFIG, "event=fatal what=log_open dir=%s error=%s", log_q(cfg->log.dir),
 		          log_q(strerror(errno)));
 	if (chdir(cfg->spool_dir) == -1)
@@ -111,7 +111,7 @@ struct config *proc_reload(const struct config *old)
 		log_warn("event=reload_failed error=%s", log_q(err));
 		return NULL;
 	}
-	log_set_level(cfg->log.level);
+	log_set_level(config_log_level(cfg, log_component()));
 	log_reopen();
 	log_info("event=reloaded file=%s", log_q(cfg->file));
 	return cfg;
