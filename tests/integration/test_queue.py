@@ -274,11 +274,16 @@ def test_null_sender_failure_is_never_bounced():
 # ------------------------------------------------------------------ administration
 
 def test_queue_list_and_show():
+    """`postern queue`: one line per message (id, arrival, size, sender),
+    then its recipients with state and last error; `queue show ID`: the
+    envelope, each recipient's state and the log lines of ID."""
     grey = "451 4.7.1 <grey@example.net>: greylisted, come back later"
-    up = ScriptedUpstream(rcpt_reply=lambda c, a: grey if a == "grey@example.net" else None)
+    nouser = NOUSER % "bad@example.net"
+    replies = {"grey@example.net": grey, "bad@example.net": nouser}
+    up = ScriptedUpstream(rcpt_reply=lambda c, a: replies.get(a))
     with relayed(up, settings=SLOW_RETRY) as inst:
         assert _queue(inst) == {}
-        qid = inst.send_ok(SENDER, ["ok@example.net", "grey@example.net"],
+        qid = inst.send_ok(SENDER, ["ok@example.net", "grey@example.net", "bad@example.net"],
                            make_message(subject="listing"))
         _wait_event(inst, "queued", "scheduled", qid)
         size = int(parse_kv(_event(inst, "queued", "queued", qid)[0])["size"])
@@ -296,6 +301,7 @@ def test_queue_list_and_show():
         assert ("queue id:  %s" % qid) in show and ("<%s>" % SENDER) in show, show
         assert re.search(r"(?m)^\s+<grey@example\.net> deferred", show) and grey in show, show
         assert re.search(r"(?m)^\s+<ok@example\.net> delivered", show), show
+        assert re.search(r"(?m)^\s+<bad@example\.net> bounced", show) and nouser in show, show
         logpart = show.split("\nlog:\n", 1)
         assert len(logpart) == 2, "no log: section in `queue show`:\n%s" % show
         loglines = [l for l in logpart[1].splitlines() if l.strip()]
@@ -308,6 +314,12 @@ def test_queue_list_and_show():
         cp = _cli(inst, "queue", "show", "0123456789ABCDEF", ok=False)
         assert "no such message" in cp.stderr, cp.stderr
         _cli(inst, "queue", "show", "not-a-queue-id", ok=False)
+
+        # The listing gives every recipient's last error, a bounce's too
+        # (the admin sees why without `queue show`).
+        b = e["rcpts"]["bad@example.net"]
+        assert b.startswith("bounced") and nouser in b, \
+            "`postern queue` line for a bounced recipient lacks its last error %r: %r" % (nouser, b)
 
 
 def test_queue_delete_one_and_all():
