@@ -10,7 +10,8 @@
  * (one master per run_dir), create spool/log/run dirs with owners, bind
  * the listeners, purge spool/tmp (S1), open the control socket, spawn the
  * children.  SIGTERM/SIGINT stop everything gracefully, SIGHUP reloads,
- * SIGUSR1 reopens logs everywhere.
+ * SIGUSR1 reopens logs everywhere.  Under systemd (Type=notify) the
+ * master reports READY=1/RELOADING=1/STOPPING=1 itself (notify.c).
  */
 #include "master.h"
 #include "log.h"
@@ -188,6 +189,9 @@ void master_check_ready(void)
 			return;
 	M.ready_announced = 1;
 	log_info("event=ready pid=%d components=%zu", (int)getpid(), M.nchildren);
+	char st[128];
+	str_fmt(st, sizeof(st), "ready: %zu components", M.nchildren);
+	notify_ready(st);
 	if (M.detach_fd >= 0) {
 		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		if (null >= 0) {
@@ -205,6 +209,7 @@ static void finish(void)
 	for (size_t i = 0; i < M.nlisten; i++)
 		close(M.listen_fd[i]);
 	log_info("event=stopped pid=%d", (int)getpid());
+	notify_close();
 	unlink(pid_path);
 	exit(0);
 }
@@ -221,6 +226,7 @@ void master_shutdown(void)
 		return;
 	M.stopping = 1;
 	log_info("event=stopping pid=%d", (int)getpid());
+	notify_stopping();
 	/* No new connections reach smtpd once it has its SIGTERM; the master
 	 * keeps its copies open only to close them at exit. */
 	spawn_stop_all();
@@ -305,6 +311,7 @@ int main(int argc, char **argv)
 		die(EX_CANTCREAT, "cannot open log in %s: %s", M.cfg->log.dir, strerror(errno));
 	log_set_stderr(foreground);
 	take_pidfile();
+	notify_open();
 	if (ev_init() == -1)
 		die(EX_OSERR, "epoll: %s", strerror(errno));
 	proc_signals_install(on_signal);

@@ -77,6 +77,14 @@ void metrics_child_exited(struct child *c);
 /* reload.c */
 void reload_config(void);
 
+/* notify.c: sd_notify over $NOTIFY_SOCKET (no-ops when it is unset) */
+int notify_open(void);                        /* reads and unsets $NOTIFY_SOCKET */
+void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void notify_ready(const char *status);        /* READY=1 + STATUS= */
+void notify_reloading(void);                  /* RELOADING=1 + MONOTONIC_USEC= */
+void notify_stopping(void);                   /* STOPPING=1 */
+void notify_close(void);
+
 /* main.c */
 void master_check_ready(void);
 void master_shutdown(void);

@@ -5,7 +5,7 @@
  * Otherwise each child gets SIGHUP and rereads the file itself.  Listening
  * sockets and the deliverd pool size are fixed at start: a change to
  * `listen` or `queue.concurrency` is logged as needing `postern stop` and
- * `postern start`.
+ * `postern start`.  Under systemd: RELOADING=1 first, READY=1 when done.
  */
 #include "master.h"
 #include "log.h"
@@ -16,10 +16,16 @@
 void reload_config(void)
 {
 	char err[1024];
-	struct config *cfg = config_load(M.config_path, err, sizeof(err));
+	struct config *cfg;
 
+	/* systemd (Type=notify-reload) wants RELOADING=1 before the work and
+	 * READY=1 after it, also when the new file is rejected: the service
+	 * keeps running on the old configuration. */
+	notify_reloading();
+	cfg = config_load(M.config_path, err, sizeof(err));
 	if (cfg == NULL) {
 		log_error("event=reload_failed error=%s", log_q(err));
+		notify_ready("ready; reload failed, running on the previous configuration");
 		return;
 	}
 	if (cfg->nlisten != M.cfg->nlisten ||
@@ -42,4 +48,5 @@ void reload_config(void)
 		if (M.children[i].pid > 0)
 			kill(M.children[i].pid, SIGHUP);
 	log_info("event=reloaded file=%s", log_q(M.config_path));
+	notify_ready("ready; configuration reloaded");
 }
