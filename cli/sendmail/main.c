@@ -25,7 +25,8 @@
  * byte, too many recipients, bad or no -t recipients); 74 stdin could not
  * be read; 67 the user has no passwd entry; 75 the drop could not be
  * stored (the message names the file and the error); 78 the
- * configuration does not load.
+ * configuration does not load.  Called as mailq (a link) it runs
+ * `postern queue` instead.
  */
 #include "config.h"
 #include "log.h"
@@ -59,6 +60,7 @@ static struct {
 	const char *conf;
 	char **rcpt;
 	size_t nrcpt;
+	int list_queue;            /* called as mailq */
 } opt;
 
 static struct config *cfg;
@@ -489,6 +491,23 @@ static void read_message(void)
 		die(EX_DATAERR, "%s; not sent", msgtext_strerror(text.err));
 }
 
+/* mailq (a link to this program, `make install-sendmail-links`) lists
+ * the queue: exactly `postern queue`, run from this binary's
+ * directory with the same configuration file. */
+static _Noreturn void exec_mailq(const char *conf)
+{
+	char exe[PATH_MAX], postern[PATH_MAX + 16];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		die(EX_OSERR, "cannot locate my own executable");
+	exe[n] = '\0';
+	str_fmt(postern, sizeof(postern), "%s/postern", dirname(exe));
+	char *argv[] = { "postern", "-c", (char *)conf, "queue", NULL };
+	execv(postern, argv);
+	die(EX_OSERR, "exec %s: %s", postern, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	struct addr sender;
@@ -496,8 +515,18 @@ int main(int argc, char **argv)
 	char err[1200];
 
 	log_open(PROG, NULL, LOG_LVL_WARN, 0);
-	parse_args(argc, argv);
+	if (argc > 0 && strcmp(basename(argv[0]), "mailq") == 0) {
+		opt.list_queue = 1;
+		if (argc == 3 && strcmp(argv[1], "-C") == 0)
+			opt.conf = argv[2];
+		else if (argc != 1)
+			usage("mailq takes no arguments but -C FILE");
+	} else {
+		parse_args(argc, argv);
+	}
 	path = config_path();
+	if (opt.list_queue)
+		exec_mailq(path);
 	cfg = config_load(path, err, sizeof(err));
 	if (cfg == NULL)
 		die(EX_CONFIG, "%s", err);
