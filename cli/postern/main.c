@@ -20,7 +20,9 @@
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +47,8 @@ static void usage(void)
 	        "                         and the queue (messages per state, oldest age)\n"
 	        "  reload                 reread the configuration\n"
 	        "  restart NAME           restart smtpd, queued or deliverd only\n"
-	        "  check                  validate the configuration (exit 78 on error)\n"
+	        "  check                  validate the configuration (exit 78 on error); warn\n"
+	        "                         about readable secrets and spool permissions\n"
 	        "  queue                  list queued messages\n"
 	        "  queue show ID          envelope, recipient states and the log lines of ID\n"
 	        "  queue delete ID|ALL    remove messages (no bounce is sent)\n"
@@ -494,9 +497,91 @@ static int cmd_status(int json)
 	return 0;
 }
 
+/* `check` warnings: things that work but should not be so.  A secret that
+ * other users can read leaks the TLS key or passwords; a spool directory
+ * with the wrong owner or mode either lets users read mail or stops the
+ * unprivileged children from working.  The master fixes spool modes at
+ * start (spool_init), so these catch hand edits and restored backups. */
+static int check_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int check_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("postern: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+static int check_secret(const char *key, const char *path)
+{
+	struct stat st;
+
+	if (path[0] == '\0')
+		return 0;
+	if (stat(path, &st) == -1)
+		return check_warn("%s %s: %s", key, path, strerror(errno));
+	if (st.st_mode & S_IROTH)
+		return check_warn("%s %s is readable by every user (mode %04o); chmod o-r it",
+		                  key, path, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+static int check_spool(const struct config *cfg)
+{
+	static const char *const dirs[] = { SPOOL_TMP, SPOOL_INCOMING, SPOOL_QUEUE, SPOOL_STATE,
+	                                    SPOOL_CORRUPT, SPOOL_PRIVATE, SPOOL_DROP };
+	char path[CONFIG_PATH_MAX + 32], owner[64];
+	uid_t uid = geteuid();
+	int n = 0;
+
+	/* Started as root the children run as `user`; otherwise as the caller. */
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (pw == NULL)
+			return check_warn("user '%s' does not exist: create it before `postern start` "
+			                  "(useradd --system --no-create-home --shell /usr/sbin/nologin %s)",
+			                  cfg->user, cfg->user);
+		uid = pw->pw_uid;
+		str_copy(owner, cfg->user, sizeof(owner));
+	} else {
+		str_fmt(owner, sizeof(owner), "uid %u", (unsigned)uid);
+	}
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		struct stat st;
+		mode_t want = strcmp(dirs[i], SPOOL_DROP) == 0 ? SPOOL_DROP_MODE : 0700;
+
+		str_fmt(path, sizeof(path), "%s/%s", cfg->spool_dir, dirs[i]);
+		if (lstat(path, &st) == -1) {
+			if (errno != ENOENT)
+				n += check_warn("spool %s: %s", path, strerror(errno));
+			continue;   /* not created yet: the master will */
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			n += check_warn("spool %s is not a directory", path);
+			continue;
+		}
+		if (st.st_uid != uid)
+			n += check_warn("spool %s is owned by uid %u, not %s", path, (unsigned)st.st_uid, owner);
+		if ((st.st_mode & 07777) != want)
+			n += check_warn("spool %s has mode %04o, not %04o", path, (unsigned)(st.st_mode & 07777),
+			                (unsigned)want);
+	}
+	return n;
+}
+
 static int cmd_check(void)
 {
 	struct config *cfg = load();
+
+	check_secret("tls.key", cfg->tls.key);
+	check_secret("smtpd.auth_users", cfg->smtpd.auth_users);
+	if (cfg->relay.present)
+		check_secret("relay.password_file", cfg->relay.password_file);
+	check_spool(cfg);
 	printf("%s: ok (%zu listener%s, %s)\n", cfg->file, cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
 	       cfg->relay.present ? "relay via smarthost" : "direct MX delivery");
 	return 0;
