@@ -26,7 +26,9 @@ void buf_free(struct buf *b);
 void buf_reset(struct buf *b);
 
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
-static inline char *buf_head(const struct buf *b) { return b->data + b->off; }
+/* Never NULL + offset (undefined behaviour): an unallocated buffer has no
+ * head, and callers only read it when buf_used() > 0. */
+static inline char *buf_head(const struct buf *b) { return b->data ? b->data + b->off : b->data; }
 static inline size_t buf_room(const struct buf *b) { return b->cap - buf_used(b); }
 
 int buf_append(struct buf *b, const void *p, size_t n);
