@@ -43,6 +43,7 @@ void reload_config(void)
 	config_free(M.cfg);
 	M.cfg = cfg;
 	log_set_level(config_log_level(cfg, "master"));
+	log_set_syslog(cfg->log.syslog);
 	log_reopen();
 	for (size_t i = 0; i < M.nchildren; i++)
 		if (M.children[i].pid > 0)

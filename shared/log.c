@@ -67,14 +67,19 @@ int log_open(const char *comp, const char *dir, int level, int use_syslog)
 		if (open_file() == -1)
 			return -1;
 	}
-	if (use_syslog && !to_syslog) {
+	log_set_syslog(use_syslog);
+	return 0;
+}
+
+void log_set_syslog(int on)
+{
+	if (on && !to_syslog) {
 		str_fmt(ident, sizeof(ident), "postern/%s", component);
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
-	} else if (!use_syslog && to_syslog) {
+	} else if (!on && to_syslog) {
 		closelog();
 	}
-	to_syslog = use_syslog;
-	return 0;
+	to_syslog = on;
 }
 
 int log_reopen(void)

@@ -25,6 +25,7 @@ int log_open(const char *component, const char *dir, int level, int use_syslog);
 int log_reopen(void);
 void log_close(void);
 void log_set_level(int level);
+void log_set_syslog(int on);       /* log.syslog, also on reload */
 void log_set_stderr(int on);        /* also copy lines to stderr */
 int log_level_parse(const char *s); /* -1 if unknown */
 const char *log_component(void);

@@ -112,6 +112,7 @@ struct config *proc_reload(const struct config *old)
 		return NULL;
 	}
 	log_set_level(config_log_level(cfg, log_component()));
+	log_set_syslog(cfg->log.syslog);
 	log_reopen();
 	log_info("event=reloaded file=%s", log_q(cfg->file));
 	return cfg;
