@@ -5,14 +5,13 @@ administration (`postern queue`, `queue show|delete|hold|release`,
 
 import email
 import email.policy
-import os
 import re
 import socket
 import threading
 import time
 
 import postern
-from postern import Instance, make_message, parse_kv, wait_for, scaled, QID_RE
+from postern import make_message, parse_kv, wait_for, scaled, QID_RE
 from upstreams import ScriptedUpstream, relayed
 
 SENDER = "user@example.org"

@@ -7,7 +7,7 @@ import threading
 import time
 
 import postern
-from postern import make_message, free_port, wait_for, parse_kv
+from postern import make_message, free_port, parse_kv
 from upstreams import ScriptedUpstream, relayed, DROP, DROP_MID_DATA
 
 SENDER = "user@example.org"
