@@ -26,6 +26,23 @@
 
 #define BOUNCE_HEADERS_MAX 65536
 
+/* "5 days", "4 hours", "90 seconds": for people reading a DSN. */
+static void duration(int64_t secs, char *out, size_t len)
+{
+	static const struct {
+		int64_t unit;
+		const char *name;
+	} u[] = { { 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" } };
+
+	for (size_t i = 0; i < 4; i++)
+		if (secs >= u[i].unit && (secs % u[i].unit == 0 || i == 3 || secs / u[i].unit >= 10)) {
+			int64_t n = secs / u[i].unit;
+			str_fmt(out, len, "%lld %s%s", (long long)n, u[i].name, n == 1 ? "" : "s");
+			return;
+		}
+	str_fmt(out, len, "%lld seconds", (long long)secs);
+}
+
 static void rfc822_date(int64_t t, char *out, size_t len)
 {
 	time_t tt = (time_t)t;
@@ -162,15 +179,22 @@ int bounce_send(struct msg *m, int kind, const size_t *idx, size_t n)
 	buf_appendf(&b, "--%s\r\nContent-Description: Notification\r\n"
 	                "Content-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
 	buf_appendf(&b, "This is the mail system at host %s.\r\n\r\n", cfg->hostname);
-	if (failed)
+	char life[64];
+	duration(cfg->queue.lifetime, life, sizeof(life));
+	if (failed && now - m->arrival >= cfg->queue.lifetime)
+		buf_appendf(&b, "I'm sorry to have to inform you that your message could not\r\n"
+		                "be delivered to one or more recipients: it was retried for %s\r\n"
+		                "without success.  The last reply for each recipient is below.\r\n\r\n",
+		            life);
+	else if (failed)
 		buf_appendf(&b, "I'm sorry to have to inform you that your message could not\r\n"
 		                "be delivered to one or more recipients. The reason for each\r\n"
 		                "recipient is below, with the reply of the server that refused it.\r\n\r\n");
 	else
 		buf_appendf(&b, "Your message could not be delivered yet to one or more recipients.\r\n"
-		                "It will be retried until %d hours after it arrived; you do not need\r\n"
+		                "It will be retried until %s after it arrived; you do not need\r\n"
 		                "to send it again.  The latest reason for each recipient is below.\r\n\r\n",
-		            cfg->queue.lifetime / 3600);
+		            life);
 	buf_appendf(&b, "Message: %s, received %s\r\n\r\n", m->qid, arrival);
 	for (size_t i = 0; i < n; i++) {
 		const struct spool_rcpt_state *r = &m->st.r[idx[i]];

@@ -366,11 +366,11 @@ static void msg_settle(struct msg *m, int agent_died)
 		if (r->state != RS_DEFERRED && r->state != RS_PENDING)
 			continue;
 		if (now - m->arrival >= cfg->queue.lifetime) {
+			/* The last reply stays as it was (it is the DSN's
+			 * Diagnostic-Code); the DSN text says the time ran out. */
 			r->state = RS_BOUNCED;
-			char why[SPOOL_ERR_MAX + 1];
-			str_fmt(why, sizeof(why), "%s (gave up after %d hours in the queue)",
-			        r->error[0] ? r->error : "not delivered", cfg->queue.lifetime / 3600);
-			str_copy(r->error, why, sizeof(r->error));
+			if (r->error[0] == '\0')
+				str_copy(r->error, "not delivered before the queue lifetime ended", sizeof(r->error));
 			stats_add(STAT_RCPT_BOUNCED, 1);
 			log_info("event=bounced qid=%s rcpt=<%s> reason=expired lifetime=%d last_error=%s",
 			         m->qid, m->rcpt[i], cfg->queue.lifetime, log_q(r->error));

@@ -634,6 +634,8 @@ static int list_dir(const char *dir, int *count)
 					fmt_time(st.next, nx, sizeof(nx));
 					str_fmt(extra, sizeof(extra), " (attempts %u, next %s): %s", st.r[i].attempts,
 					        nx, st.r[i].error);
+				} else if (st.r[i].state == RS_BOUNCED && st.r[i].error[0]) {
+					str_fmt(extra, sizeof(extra), ": %s", st.r[i].error);
 				}
 			} else if (strcmp(dir, SPOOL_INCOMING) == 0) {
 				state = "incoming";
