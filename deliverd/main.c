@@ -194,33 +194,13 @@ static void on_signal(int sig)
 		log_info("event=stopped");
 		exit(0);
 	case SIGHUP: {
-		struct config *n = proc_reload(cfg);
-		if (n) {
-			config_free(cfg);
-			cfg = n;
-		}
+		proc_reload_swap(&cfg);
 		break;
 	}
 	case SIGUSR1:
 		log_reopen();
 		break;
 	}
-}
-
-static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
-{
-	(void)ch;
-	(void)arg;
-	if (m->fd >= 0)
-		close(m->fd);
-	log_warn("event=ipc_error error=\"unexpected message %u from master\"", m->type);
-}
-
-static void on_master_close(struct ipc_chan *ch, void *arg)
-{
-	(void)ch;
-	(void)arg;
-	exit(0);
 }
 
 static void before_drop(struct config *c)
@@ -232,7 +212,7 @@ int main(int argc, char **argv)
 {
 	cfg = proc_child_init("deliverd", argc, argv, before_drop);
 	proc_signals_install(on_signal);
-	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	master = proc_master_channel(NULL);
 	stats_init(master);
 	ev_timer_init(&retry_timer, queued_connect, NULL);
 	ev_timer_init(&idle_timer, idle_close, NULL);

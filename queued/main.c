@@ -133,14 +133,6 @@ static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 	log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from master\"", m->type);
 }
 
-static void on_master_close(struct ipc_chan *ch, void *arg)
-{
-	(void)ch;
-	(void)arg;
-	log_info("event=master_gone");
-	exit(0);
-}
-
 struct gauge_sum {
 	uint64_t active, deferred, held;
 	int64_t oldest;
@@ -206,11 +198,7 @@ static void on_signal(int sig)
 		}
 		break;
 	case SIGHUP: {
-		struct config *n = proc_reload(cfg);
-		if (n) {
-			config_free(cfg);
-			cfg = n;
-		}
+		proc_reload_swap(&cfg);
 		break;
 	}
 	case SIGUSR1:
@@ -223,7 +211,7 @@ int main(int argc, char **argv)
 {
 	cfg = proc_child_init("queued", argc, argv, NULL);
 	proc_signals_install(on_signal);
-	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	master = proc_master_channel(on_master_msg);
 	stats_init(master);
 	listen_fd = ipc_listen(SPOOL_QUEUED_SOCK, 0600);
 	if (listen_fd == -1)

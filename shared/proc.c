@@ -117,3 +117,41 @@ struct config *proc_reload(const struct config *old)
 	log_info("event=reloaded file=%s", log_q(cfg->file));
 	return cfg;
 }
+
+int proc_reload_swap(struct config **cfg)
+{
+	struct config *n = proc_reload(*cfg);
+
+	if (n == NULL)
+		return 0;
+	config_free(*cfg);
+	*cfg = n;
+	return 1;
+}
+
+static void master_unexpected(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	if (m->fd >= 0)
+		close(m->fd);
+	/* The master is a sibling daemon: a message we do not expect is a bug. */
+	log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from master\"", m->type);
+}
+
+static void master_gone(struct ipc_chan *ch, void *arg)
+{
+	(void)ch;
+	(void)arg;
+	log_info("event=master_gone");
+	exit(0);
+}
+
+struct ipc_chan *proc_master_channel(ipc_msg_cb *on_msg)
+{
+	struct ipc_chan *ch = ipc_chan_new(PROC_MASTER_FD, on_msg ? on_msg : master_unexpected,
+	                                   master_gone, NULL);
+	if (ch == NULL)
+		log_fatal(EX_OSERR, "event=fatal error=\"cannot watch the master channel\"");
+	return ch;
+}

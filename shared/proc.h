@@ -35,5 +35,13 @@ void proc_signals_reset(void);
 void proc_ready(struct ipc_chan *master);
 /* Reload the config for SIGHUP: NULL (and a warning) if it does not load. */
 struct config *proc_reload(const struct config *old);
+/* SIGHUP in a child: replace *cfg by the reloaded file; 1 if it changed. */
+int proc_reload_swap(struct config **cfg);
+/*
+ * The channel to the master (fd PROC_MASTER_FD).  on_msg may be NULL when
+ * the master sends this child nothing: any message is then a protocol
+ * violation (fatal).  When the master goes away the child exits.
+ */
+struct ipc_chan *proc_master_channel(ipc_msg_cb *on_msg);
 
 #endif

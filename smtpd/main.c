@@ -248,35 +248,14 @@ static void on_signal(int sig)
 		ev_timer_add(&stop_timer, STOP_GRACE_MS);
 		break;
 	case SIGHUP: {
-		struct config *n = proc_reload(cfg);
-		if (n) {
-			config_free(cfg);
-			cfg = n;
+		if (proc_reload_swap(&cfg))
 			policy_load();
-		}
 		break;
 	}
 	case SIGUSR1:
 		log_reopen();
 		break;
 	}
-}
-
-static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
-{
-	(void)ch;
-	(void)arg;
-	if (m->fd >= 0)
-		close(m->fd);
-	log_warn("event=ipc_error error=\"unexpected message %u from master\"", m->type);
-}
-
-static void on_master_close(struct ipc_chan *ch, void *arg)
-{
-	(void)ch;
-	(void)arg;
-	log_info("event=master_gone");
-	exit(0);
 }
 
 int main(int argc, char **argv)
@@ -286,7 +265,7 @@ int main(int argc, char **argv)
 	parse_listen_env();
 	if (policy_load() == -1)
 		log_fatal(EX_CONFIG, "event=fatal error=\"bad smtpd.mynetworks\"");
-	master = ipc_chan_new(PROC_MASTER_FD, on_master_msg, on_master_close, NULL);
+	master = proc_master_channel(NULL);
 	stats_init(master);
 	stats_set(STAT_SMTP_CONN_CURRENT, 0);
 	ev_timer_init(&queued_timer, queued_connect, NULL);
