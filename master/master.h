@@ -27,6 +27,7 @@ struct child {
 	unsigned backoff_ms;
 	int restart_requested;     /* `postern restart`: respawn now, no backoff */
 	char last_exit[64];
+	uint64_t deaths[5];        /* monotonic ms of the last unexpected exits */
 	struct ipc_chan *ch;
 	struct ev_timer timer;     /* delayed respawn */
 };

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #define STABLE_MS 10000      /* a child up this long is not crash-looping */
+#define LOOP_WINDOW_MS 60000 /* ... nor one that died fewer than 5 times in this window */
 #define BACKOFF_FIRST_MS 250
 #define BACKOFF_MAX_MS 60000
 
@@ -215,7 +216,21 @@ static void child_exited(struct child *c, int status)
 	         role_name(c->role), (int)old, log_q(c->last_exit), (unsigned long long)lived,
 	         expected ? "yes" : "no");
 	c->restarts++;
-	if (expected || lived >= STABLE_MS) {
+	/*
+	 * Throttle only what looks like a crash loop (Postfix throttles
+	 * start-up failures): a child that died before it was ready and soon
+	 * after start, or one that died 5 times within a minute.  A child
+	 * killed once while serving (OOM killer, an admin's kill -9) comes
+	 * back at once.
+	 */
+	uint64_t now = ev_now_ms();
+	int was_ready = c->state == CH_READY;
+	if (!expected) {
+		memmove(c->deaths + 1, c->deaths, sizeof(c->deaths) - sizeof(c->deaths[0]));
+		c->deaths[0] = now;
+	}
+	int looping = c->deaths[4] != 0 && now - c->deaths[4] < LOOP_WINDOW_MS;
+	if (expected || ((was_ready || lived >= STABLE_MS) && !looping)) {
 		c->backoff_ms = 0;
 		spawn_child(c);
 		if (c->pid)
