@@ -213,6 +213,8 @@ static void parse_listen_env(void)
 	}
 }
 
+static void reload_secrets(void);
+
 static void stop_now(void *arg)
 {
 	(void)arg;
@@ -248,8 +250,10 @@ static void on_signal(int sig)
 		ev_timer_add(&stop_timer, STOP_GRACE_MS);
 		break;
 	case SIGHUP: {
-		if (proc_reload_swap(&cfg))
+		if (proc_reload_swap(&cfg)) {
 			policy_load();
+			reload_secrets();
+		}
 		break;
 	}
 	case SIGUSR1:
@@ -258,9 +262,55 @@ static void on_signal(int sig)
 	}
 }
 
+/* The TLS key and the users file may be root-only: read them as root. */
+static void before_drop(struct config *c)
+{
+	char err[512];
+	int need_tls = 0;
+
+	for (size_t i = 0; i < c->nlisten; i++)
+		if (c->listen[i].mode == MODE_SUBMISSIONS)
+			need_tls = 1;
+	if (c->tls.cert[0] || c->tls.key[0]) {
+		if (!c->tls.cert[0] || !c->tls.key[0])
+			log_fatal(EX_CONFIG, "event=fatal error=\"tls.cert and tls.key go together\"");
+		smtpd_tls = tls_server_ctx(c->tls.cert, c->tls.key, err, sizeof(err));
+		if (smtpd_tls == NULL)
+			log_fatal(EX_CONFIG, "event=fatal what=tls error=%s", log_q(err));
+		log_info("event=tls_loaded cert=%s", log_q(c->tls.cert));
+	} else if (need_tls) {
+		log_fatal(EX_CONFIG, "event=fatal error=\"a submissions listener (implicit TLS) needs "
+		                     "tls.cert and tls.key\"");
+	}
+	if (c->smtpd.auth_users[0] && auth_users_load(c->smtpd.auth_users) == -1)
+		log_fatal(EX_CONFIG, "event=fatal error=\"cannot read smtpd.auth_users\" file=%s",
+		          log_q(c->smtpd.auth_users));
+}
+
+/* SIGHUP: a new certificate and users file if they load; else keep the old. */
+static void reload_secrets(void)
+{
+	char err[512];
+
+	if (cfg->tls.cert[0] && cfg->tls.key[0]) {
+		tls_ctx *n = tls_server_ctx(cfg->tls.cert, cfg->tls.key, err, sizeof(err));
+		if (n == NULL) {
+			log_warn("event=tls_reload_failed error=%s note=\"keeping the certificate loaded at "
+			         "start; if the key is readable only by root, use postern restart smtpd\"",
+			         log_q(err));
+		} else {
+			/* Sessions hold their own reference to the old context. */
+			tls_ctx_free(smtpd_tls);
+			smtpd_tls = n;
+			log_info("event=tls_loaded cert=%s", log_q(cfg->tls.cert));
+		}
+	}
+	auth_users_reload(cfg->smtpd.auth_users);
+}
+
 int main(int argc, char **argv)
 {
-	cfg = proc_child_init("smtpd", argc, argv, NULL);
+	cfg = proc_child_init("smtpd", argc, argv, before_drop);
 	proc_signals_install(on_signal);
 	parse_listen_env();
 	if (policy_load() == -1)

@@ -3,7 +3,7 @@
  *
  * A recipient is accepted when its domain is one we deliver locally
  * (local.domains) or relay for (smtpd.relay_domains), or when the client
- * is trusted (smtpd.mynetworks, or authenticated once AUTH exists).
+ * is trusted (smtpd.mynetworks, or authenticated with AUTH).
  * Routing syntax that could make the next hop relay for us is refused for
  * untrusted clients even to our own domains: '%' and '!' in the local part
  * and quoted local parts containing '@' (the classic sendmail-era relay
@@ -54,7 +54,7 @@ static int is_relay_domain(const char *d)
 
 int policy_rcpt(const struct session *s, const struct addr *rcpt, const char **reply)
 {
-	int trusted = policy_client_trusted((const struct sockaddr *)&s->peer);
+	int trusted = s->auth_user[0] != '\0' || policy_client_trusted((const struct sockaddr *)&s->peer);
 
 	if (trusted)
 		return 0;

@@ -14,6 +14,14 @@
  *   MAIL SIZE= > max_message_size       552 5.3.4
  *   recipients > max_recipients         452 4.5.3
  *   smtpd.timeout idle, data_timeout    421 4.4.2 and disconnect
+ *
+ * TLS: STARTTLS (RFC 3207) queues its 220, discards whatever the client
+ * pipelined behind it (CVE-2011-0411: that plaintext must never be read as
+ * if it came over TLS), and switches once the 220 is written; after the
+ * handshake the session is reset and needs EHLO again.  On submissions
+ * listeners (RFC 8314) the handshake comes first and the banner after it.
+ * All socket I/O goes through sess_read()/write_out(), which use OpenSSL
+ * once s->tls is set and turn its WANT_READ/WANT_WRITE into epoll interest.
  */
 #include "smtpd.h"
 #include "log.h"
@@ -30,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+tls_ctx *smtpd_tls;
 static struct session *sessions;
 static size_t nsessions;
 static unsigned long next_id = 1;
@@ -37,6 +46,8 @@ static int shutting_down;
 
 static void session_io(int fd, int events, void *arg);
 static void session_flush(struct session *s);
+static void session_run(struct session *s);
+static void set_interest(struct session *s);
 
 size_t session_count(void)
 {
@@ -100,12 +111,67 @@ static void on_timeout(void *arg)
 	struct session *s = arg;
 
 	log_info("event=timeout client=%s state=%d", s->ip, s->state);
+	if (s->tls_state == SESSION_TLS_HANDSHAKE) {
+		session_free(s);   /* no channel to say 421 on */
+		return;
+	}
 	if (s->state == SS_DATA)
 		reset_transaction(s);
 	session_reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
 	s->state = SS_CLOSING;
 	buf_reset(&s->in);
 	session_flush(s);
+}
+
+static void on_delay(void *arg)
+{
+	struct session *s = arg;
+
+	s->delayed = 0;
+	session_reply(s, "%s", s->delayed_reply);
+	if (s->delayed_close)
+		s->state = SS_CLOSING;
+	session_run(s);
+}
+
+void session_delay(struct session *s, unsigned ms, const char *reply, int close_after)
+{
+	s->delayed = 1;
+	s->delayed_close = close_after;
+	str_copy(s->delayed_reply, reply, sizeof(s->delayed_reply));
+	ev_timer_add(&s->delay_timer, ms);
+}
+
+/* One handshake step: 0 still going or done, -1 the session is gone. */
+static int handshake_step(struct session *s)
+{
+	char err[256];
+	int r = tls_handshake(s->tls, err, sizeof(err));
+
+	if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+		s->tls_want = r;
+		return 0;
+	}
+	if (r != TLS_OK) {
+		log_info("event=tls_failed client=%s error=%s", s->ip, log_q(err));
+		session_free(s);
+		return -1;
+	}
+	s->tls_want = 0;
+	s->tls_state = SESSION_TLS_UP;
+	tls_describe(s->tls, s->tls_desc, sizeof(s->tls_desc));
+	log_info("event=tls client=%s protocol=%s cipher=%s", s->ip, tls_protocol(s->tls),
+	         tls_cipher(s->tls));
+	if (s->l->mode == MODE_SUBMISSIONS && s->state == SS_GREET && s->helo[0] == '\0') {
+		session_reply(s, "220 %s ESMTP postern", cfg->hostname);
+	} else {
+		/* RFC 3207 4.2: forget everything learnt before TLS. */
+		reset_transaction(s);
+		s->state = SS_GREET;
+		s->helo[0] = '\0';
+		s->esmtp = 0;
+	}
+	return 0;
 }
 
 void session_new(int fd, const struct sockaddr_storage *peer, const struct listener *l)
@@ -121,6 +187,7 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 	buf_init(&s->in, SMTPD_IN_CAP);
 	buf_init(&s->out, SMTPD_OUT_CAP);
 	ev_timer_init(&s->timer, on_timeout, s);
+	ev_timer_init(&s->delay_timer, on_delay, s);
 	s->next = sessions;
 	if (sessions)
 		sessions->prev = s;
@@ -135,6 +202,18 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 		return;
 	}
 	arm_timer(s);
+	if (l->mode == MODE_SUBMISSIONS) {
+		/* Implicit TLS (RFC 8314): the banner comes after the handshake. */
+		if (smtpd_tls == NULL || (s->tls = tls_server_new(smtpd_tls, fd)) == NULL) {
+			log_error("event=tls_failed client=%s error=\"no TLS context for submissions\"", s->ip);
+			session_free(s);
+			return;
+		}
+		s->tls_state = SESSION_TLS_HANDSHAKE;
+		if (handshake_step(s) == 0)
+			set_interest(s);
+		return;
+	}
 	session_reply(s, "220 %s ESMTP postern", cfg->hostname);
 	session_flush(s);
 }
@@ -143,6 +222,13 @@ void session_free(struct session *s)
 {
 	reset_transaction(s);
 	ev_timer_del(&s->timer);
+	ev_timer_del(&s->delay_timer);
+	if (s->tls) {
+		if (s->tls_state == SESSION_TLS_UP)
+			tls_shutdown(s->tls);
+		tls_conn_free(s->tls);
+	}
+	explicit_bzero(s->auth_login, sizeof(s->auth_login));
 	ev_del(s->fd);
 	close(s->fd);
 	buf_free(&s->in);
@@ -249,6 +335,10 @@ static void do_helo(struct session *s, char *arg, int esmtp)
 	session_reply(s, "250-SIZE %llu", (unsigned long long)cfg->smtpd.max_message_size);
 	session_reply(s, "250-8BITMIME");
 	session_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (smtpd_tls && s->tls == NULL)
+		session_reply(s, "250-STARTTLS");
+	if (s->tls_state == SESSION_TLS_UP && auth_enabled() && !s->auth_user[0])
+		session_reply(s, "250-AUTH PLAIN LOGIN");
 	session_reply(s, "250 SMTPUTF8");
 }
 
@@ -268,6 +358,12 @@ static void cmd_mail(struct session *s, char *arg)
 	}
 	if (s->state != SS_READY) {
 		session_reply(s, "503 5.5.1 Error: nested MAIL command");
+		bad_command(s);
+		return;
+	}
+	if (s->l->mode != MODE_SMTP && s->auth_user[0] == '\0') {
+		/* RFC 6409 4.3 / 8314: submission needs a login. */
+		session_reply(s, "530 5.7.0 Authentication required");
 		bad_command(s);
 		return;
 	}
@@ -452,19 +548,34 @@ static int sink_spool(void *arg, const char *p, size_t n)
 	return spool_submit_write(s->w, p + from, n - from);
 }
 
+/* RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA (and the UTF8SMTP forms). */
+static void session_proto(const struct session *s, char *out, size_t len)
+{
+	if (!s->esmtp) {
+		str_copy(out, "SMTP", len);
+		return;
+	}
+	str_fmt(out, len, "%s%s%s", s->smtputf8 ? "UTF8SMTP" : "ESMTP",
+	        s->tls_state == SESSION_TLS_UP ? "S" : "", s->auth_user[0] ? "A" : "");
+}
+
 static void write_received(struct session *s)
 {
 	char date[64], hdr[1024];
 	time_t now = time(NULL);
 	struct tm tm;
-	const char *proto = s->esmtp ? (s->smtputf8 ? "UTF8SMTP" : "ESMTP") : "SMTP";
+	char proto[16], tlsinfo[160] = "";
 	int n;
 
+	session_proto(s, proto, sizeof(proto));
+	if (s->tls_state == SESSION_TLS_UP)
+		str_fmt(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s)", tls_protocol(s->tls),
+		        tls_cipher(s->tls));
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	n = snprintf(hdr, sizeof(hdr),
-	             "Received: from %s ([%s])\r\n\tby %s (postern) with %s id %s%s%s%s;\r\n\t%s\r\n",
-	             s->helo, s->ip, cfg->hostname, proto, s->w->qid,
+	             "Received: from %s ([%s])%s\r\n\tby %s (postern) with %s id %s%s%s%s;\r\n\t%s\r\n",
+	             s->helo, s->ip, tlsinfo, cfg->hostname, proto, s->w->qid,
 	             s->nrcpt == 1 ? "\r\n\tfor <" : "", s->nrcpt == 1 ? s->rcpt[0] : "",
 	             s->nrcpt == 1 ? ">" : "", date);
 	if (n > 0 && (size_t)n < sizeof(hdr))
@@ -500,7 +611,7 @@ static void cmd_data(struct session *s, char *arg)
 	str_copy(env.origin, "smtp", sizeof(env.origin));
 	str_copy(env.client, s->ip, sizeof(env.client));
 	str_copy(env.helo, s->helo, sizeof(env.helo));
-	str_copy(env.proto, s->esmtp ? "ESMTP" : "SMTP", sizeof(env.proto));
+	session_proto(s, env.proto, sizeof(env.proto));
 	str_copy(env.body, s->body_8bit ? "8bitmime" : "7bit", sizeof(env.body));
 	env.smtputf8 = s->smtputf8;
 	str_copy(env.sender, s->sender.text, sizeof(env.sender));
@@ -576,6 +687,32 @@ static void cmd_quit(struct session *s, char *arg)
 	s->state = SS_CLOSING;
 }
 
+static void cmd_starttls(struct session *s, char *arg)
+{
+	if (smtpd_tls == NULL) {
+		session_reply(s, "502 5.5.1 Error: command not implemented");
+		bad_command(s);
+		return;
+	}
+	if (s->tls) {
+		session_reply(s, "503 5.5.1 Error: TLS already active");
+		bad_command(s);
+		return;
+	}
+	if (*arg) {
+		session_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		bad_command(s);
+		return;
+	}
+	session_reply(s, "220 2.0.0 Ready to start TLS");
+	s->starttls = 1;   /* process() drops the rest of the input */
+}
+
+static void cmd_auth(struct session *s, char *arg)
+{
+	auth_start(s, arg);
+}
+
 static void cmd_vrfy(struct session *s, char *arg)
 {
 	(void)arg;
@@ -586,7 +723,7 @@ static void cmd_vrfy(struct session *s, char *arg)
 static void cmd_help(struct session *s, char *arg)
 {
 	(void)arg;
-	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY");
+	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH");
 }
 
 static const struct {
@@ -595,7 +732,7 @@ static const struct {
 } commands[] = {
 	{ "HELO", cmd_helo }, { "EHLO", cmd_ehlo }, { "MAIL", cmd_mail }, { "RCPT", cmd_rcpt },
 	{ "DATA", cmd_data }, { "RSET", cmd_rset }, { "NOOP", cmd_noop }, { "QUIT", cmd_quit },
-	{ "VRFY", cmd_vrfy }, { "HELP", cmd_help },
+	{ "VRFY", cmd_vrfy }, { "HELP", cmd_help }, { "STARTTLS", cmd_starttls }, { "AUTH", cmd_auth },
 };
 
 static void command(struct session *s, const char *p, size_t len)
@@ -626,6 +763,8 @@ static void command(struct session *s, const char *p, size_t len)
 static int process(struct session *s)
 {
 	while (s->state != SS_CLOSING) {
+		if (s->starttls || s->delayed || s->tls_state == SESSION_TLS_HANDSHAKE)
+			return 0;
 		if (buf_used(&s->out) >= SMTPD_OUT_PAUSE)
 			return 1;
 		if (s->state == SS_DATA) {
@@ -646,24 +785,35 @@ static int process(struct session *s)
 			continue;
 		}
 		struct line l;
-		switch (smtp_line_read(&s->in, &l, SMTP_CMD_MAX)) {
+		switch (smtp_line_read(&s->in, &l, s->auth_step ? AUTH_LINE_MAX : SMTP_CMD_MAX)) {
 		case LINE_AGAIN:
 			return 0;
 		case LINE_OK:
-			command(s, l.p, l.len);
+			if (s->auth_step)
+				auth_response(s, l.p, l.len);
+			else
+				command(s, l.p, l.len);
 			buf_drain(&s->in, l.consumed);
+			if (s->starttls && buf_used(&s->in) > 0) {
+				/* Plaintext pipelined behind STARTTLS: never act on it. */
+				log_warn("event=starttls_discarded client=%s bytes=%zu", s->ip, buf_used(&s->in));
+				buf_reset(&s->in);
+			}
 			break;
 		case LINE_TOOLONG:
+			s->auth_step = 0;
 			session_reply(s, "500 5.5.2 Error: line too long (max %d bytes)", SMTP_CMD_MAX);
 			s->skipping = 1;
 			bad_command(s);
 			break;
 		case LINE_BARELF:
+			s->auth_step = 0;
 			session_reply(s, "500 5.5.2 Error: bare LF in command; use CRLF");
 			buf_drain(&s->in, l.consumed);
 			bad_command(s);
 			break;
 		case LINE_NUL:
+			s->auth_step = 0;
 			session_reply(s, "500 5.5.2 Error: NUL byte in command");
 			s->skipping = 1;
 			bad_command(s);
@@ -682,7 +832,23 @@ void session_process(struct session *s)
 static int write_out(struct session *s)
 {
 	while (buf_used(&s->out) > 0) {
-		ssize_t w = send(s->fd, buf_head(&s->out), buf_used(&s->out), MSG_NOSIGNAL);
+		ssize_t w;
+		if (s->tls) {
+			w = tls_write(s->tls, buf_head(&s->out), buf_used(&s->out));
+			if (w == TLS_WANT_READ || w == TLS_WANT_WRITE) {
+				s->tls_want = (int)w;
+				return 0;
+			}
+			if (w < 0) {
+				log_info("event=lost client=%s error=\"TLS write failed\"", s->ip);
+				session_free(s);
+				return -1;
+			}
+			s->tls_want = 0;
+			buf_drain(&s->out, (size_t)w);
+			continue;
+		}
+		w = send(s->fd, buf_head(&s->out), buf_used(&s->out), MSG_NOSIGNAL);
 		if (w > 0) {
 			buf_drain(&s->out, (size_t)w);
 			continue;
@@ -698,14 +864,113 @@ static int write_out(struct session *s)
 	return 0;
 }
 
+/* Read what is there: >0 bytes, 0 EOF, -1 error or nothing yet (errno). */
+static ssize_t sess_read(struct session *s)
+{
+	ssize_t total = 0;
+
+	if (s->tls == NULL)
+		return buf_read_fd(&s->in, s->fd);
+	while (buf_room(&s->in) > 0) {
+		size_t want = buf_room(&s->in) < 16384 ? buf_room(&s->in) : 16384;
+		char *p = buf_reserve(&s->in, want);
+		ssize_t r = tls_read(s->tls, p, want);
+		if (r > 0) {
+			buf_commit(&s->in, (size_t)r);
+			total += r;
+			s->tls_want = 0;
+			continue;
+		}
+		if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+			s->tls_want = (int)r;
+			if (total > 0)
+				return total;
+			errno = EAGAIN;
+			return -1;
+		}
+		if (total > 0)
+			return total;   /* report the close on the next read */
+		if (r == TLS_CLOSED)
+			return 0;
+		errno = EPROTO;
+		return -1;
+	}
+	return total;
+}
+
+static int can_read(const struct session *s)
+{
+	return s->state != SS_CLOSING && !s->starttls && buf_used(&s->out) < SMTPD_OUT_PAUSE &&
+	       buf_room(&s->in) > 0;
+}
+
+static void set_interest(struct session *s)
+{
+	int ev = 0;
+
+	if (s->tls_state == SESSION_TLS_HANDSHAKE) {
+		ev_mod(s->fd, s->tls_want == TLS_WANT_WRITE ? EV_WRITE : EV_READ);
+		return;
+	}
+	if (buf_used(&s->out) > 0)
+		ev |= EV_WRITE;
+	if (can_read(s))
+		ev |= EV_READ;
+	if (s->tls && s->tls_want == TLS_WANT_WRITE)
+		ev |= EV_WRITE;
+	if (s->tls && s->tls_want == TLS_WANT_READ)
+		ev |= EV_READ;
+	ev_mod(s->fd, ev);
+}
+
+/* After the 220 to STARTTLS is on the wire: start the handshake. */
+static int start_tls(struct session *s)
+{
+	s->starttls = 0;
+	s->tls = tls_server_new(smtpd_tls, s->fd);
+	if (s->tls == NULL) {
+		log_error("event=tls_failed client=%s error=\"SSL_new failed\"", s->ip);
+		session_free(s);
+		return -1;
+	}
+	s->tls_state = SESSION_TLS_HANDSHAKE;
+	return handshake_step(s);
+}
+
+/* A read that ended a session frees it: -1 then. */
+static int read_input(struct session *s)
+{
+	ssize_t r = sess_read(s);
+
+	if (r == 0 || (r == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		if (s->state == SS_DATA)
+			log_warn("event=lost client=%s state=data error=\"connection lost during DATA; "
+			         "message discarded\"", s->ip);
+		else
+			log_info("event=lost client=%s", s->ip);
+		session_free(s);
+		return -1;
+	}
+	if (r > 0) {
+		if (s->state == SS_DATA && ev_now_ms() > s->data_deadline_ms) {
+			on_timeout(s);
+			return -1;
+		}
+		arm_timer(s);
+	}
+	return 0;
+}
+
 /* Process input, write replies, and choose what to wait for next. */
 static void session_run(struct session *s)
 {
 	for (;;) {
 		int paused = process(s);
-		if (shutting_down && s->state != SS_DATA && s->state != SS_CLOSING) {
+		if (shutting_down && s->state != SS_DATA && s->state != SS_CLOSING &&
+		    s->tls_state != SESSION_TLS_HANDSHAKE) {
 			session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
 			s->state = SS_CLOSING;
+			s->starttls = 0;
 		}
 		if (write_out(s) == -1)
 			return;
@@ -713,15 +978,22 @@ static void session_run(struct session *s)
 			session_free(s);
 			return;
 		}
+		if (s->starttls && buf_used(&s->out) == 0) {
+			if (start_tls(s) == -1)
+				return;
+			break;
+		}
+		/* Bytes OpenSSL already decrypted wake no epoll: take them now. */
+		if (s->tls_state == SESSION_TLS_UP && !s->delayed && can_read(s) &&
+		    tls_pending(s->tls) > 0) {
+			if (read_input(s) == -1)
+				return;
+			continue;
+		}
 		if (!(paused && buf_used(&s->out) < SMTPD_OUT_PAUSE))
 			break;
 	}
-	int ev = 0;
-	if (buf_used(&s->out) > 0)
-		ev |= EV_WRITE;
-	if (s->state != SS_CLOSING && buf_used(&s->out) < SMTPD_OUT_PAUSE && buf_room(&s->in) > 0)
-		ev |= EV_READ;
-	ev_mod(s->fd, ev);
+	set_interest(s);
 }
 
 static void session_flush(struct session *s)
@@ -733,24 +1005,22 @@ static void session_io(int fd, int events, void *arg)
 {
 	struct session *s = arg;
 
-	if (events & EV_READ && s->state != SS_CLOSING && buf_room(&s->in) > 0) {
-		ssize_t r = buf_read_fd(&s->in, fd);
-		if (r == 0 || (r == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-			if (s->state == SS_DATA)
-				log_warn("event=lost client=%s state=data error=\"connection lost during DATA; "
-				         "message discarded\"", s->ip);
-			else
-				log_info("event=lost client=%s", s->ip);
-			session_free(s);
+	(void)fd;
+	if (s->tls_state == SESSION_TLS_HANDSHAKE) {
+		if (handshake_step(s) == -1)
+			return;
+		if (s->tls_state == SESSION_TLS_HANDSHAKE) {
+			set_interest(s);
 			return;
 		}
-		if (r > 0) {
-			if (s->state == SS_DATA && ev_now_ms() > s->data_deadline_ms) {
-				on_timeout(s);
-				return;
-			}
-			arm_timer(s);
-		}
+		arm_timer(s);
+		session_run(s);
+		return;
+	}
+	/* With TLS any readiness may be what OpenSSL waits for. */
+	if ((events & EV_READ || s->tls) && can_read(s)) {
+		if (read_input(s) == -1)
+			return;
 	}
 	session_run(s);
 }

@@ -3,7 +3,9 @@
  *
  * One process, one epoll loop, many sessions.  main.c owns listeners,
  * connection limits and the link to queued; session.c the per-client
- * state machine; policy.c the relay decision; data.c the DATA reader.
+ * state machine; policy.c the relay decision; data.c the DATA reader;
+ * auth.c SMTP AUTH.  TLS (STARTTLS, implicit on submissions) runs inside
+ * the session with nonblocking OpenSSL calls (shared/tls.h).
  * Each session is torn down only by session_free().
  */
 #ifndef POSTERN_SMTPD_H
@@ -20,6 +22,7 @@
 #include "event.h"
 #include "net.h"
 #include "spool.h"
+#include "tls.h"
 
 #define SMTPD_IN_CAP 65536       /* input buffer bound per session */
 #define SMTPD_OUT_CAP 65536      /* replies pending to a client that does not read */
@@ -33,6 +36,15 @@ enum session_state {
 	SS_DATA,       /* reading message data */
 	SS_CLOSING     /* flush replies, then close */
 };
+
+enum { SESSION_TLS_NONE = 0, SESSION_TLS_HANDSHAKE, SESSION_TLS_UP };
+
+/* AUTH limits (auth.c): failures per address, the answer delay, lockout. */
+#define AUTH_FAIL_MAX 5
+#define AUTH_FAIL_WINDOW 600      /* seconds in which AUTH_FAIL_MAX count */
+#define AUTH_LOCK_SECS 600
+#define AUTH_FAIL_DELAY_MS 1000
+#define AUTH_LINE_MAX 2048        /* a SASL response line */
 
 struct listener {
 	int fd;
@@ -71,11 +83,24 @@ struct session {
 		int seen_date, seen_msgid;
 	} hdr;                      /* RFC 6409 8.3 completion on submission ports */
 	uint64_t data_deadline_ms;
+	tls_conn *tls;              /* set from the start of the handshake */
+	int tls_state;              /* SESSION_TLS_* */
+	int tls_want;               /* TLS_WANT_* the last TLS call asked for */
+	int starttls;               /* 220 queued: switch once it is written */
+	char tls_desc[96];          /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	int auth_step;              /* inside a SASL exchange (auth.c) */
+	char auth_user[256];        /* authenticated name, "" if none */
+	char auth_login[256];       /* LOGIN: the name between the two steps */
+	struct ev_timer delay_timer;
+	int delayed;                /* answer held back (failed AUTH) */
+	int delayed_close;
+	char delayed_reply[128];
 	unsigned long id;           /* for log lines before a queue id exists */
 	struct session *prev, *next;
 };
 
 extern struct config *cfg;
+extern tls_ctx *smtpd_tls;      /* server context, NULL without tls.cert */
 
 /* session.c */
 void session_new(int fd, const struct sockaddr_storage *peer, const struct listener *l);
@@ -87,6 +112,22 @@ struct session *session_first(void);   /* newest session (tests, fuzzing) */
 /* Feed input bytes to a session as if read from the socket (tests, fuzz). */
 void session_process(struct session *s);
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hold input processing for ms, then send reply (and close if asked). */
+void session_delay(struct session *s, unsigned ms, const char *reply, int close_after);
+
+/* auth.c */
+int auth_users_load(const char *path);     /* before the privilege drop */
+int auth_users_reload(const char *path);   /* SIGHUP */
+int auth_enabled(void);
+int auth_verify(const char *name, const char *pass);   /* 1 if right */
+int auth_locked(const char *ip);
+int auth_failed(const char *ip);           /* count a failure; returns the count */
+void auth_succeeded(const char *ip);
+void auth_start(struct session *s, char *arg);          /* the AUTH command */
+void auth_response(struct session *s, const char *line, size_t len);
+/* Strict base64 into out[cap]; -1 on any bad input or overflow. */
+int auth_b64_decode(const char *in, size_t inlen, unsigned char *out, size_t cap, size_t *outlen);
+int auth_b64_encode(const unsigned char *in, size_t n, char *out, size_t cap);
 
 /* policy.c */
 int policy_has_room(uint64_t announced);   /* enough spool space for MAIL? */

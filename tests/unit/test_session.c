@@ -10,6 +10,7 @@
 #include "event.h"
 #include "smtpd.h"
 #include "spool.h"
+#include "str.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -431,6 +432,8 @@ static void test_submission_completion(void)
 		cur_listener = completion[i].submission ? &sub : &lst;
 		open_session("127.0.0.1");
 		TALK("", 1);
+		if (completion[i].submission)   /* as after AUTH (tested in test_auth) */
+			str_copy(session_first()->auth_user, "tester", sizeof(session_first()->auth_user));
 		TALK("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@localhost>\r\n", 3);
 		CHECK_CONTAINS(TALK("DATA\r\n", 1), "354");
 		CHECK_CONTAINS(TALK(completion[i].data, 1), "250 2.0.0 Ok: queued as");
@@ -443,6 +446,13 @@ static void test_submission_completion(void)
 			CHECK(strcasestr(data, "Message-ID:") < blank);
 		close_client();
 	}
+	/* Without AUTH a submission listener refuses MAIL (RFC 6409 4.3). */
+	ROW("submission without AUTH");
+	cur_listener = &sub;
+	open_session("127.0.0.1");
+	TALK("", 1);
+	CHECK_CONTAINS(TALK("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\n", 2), "530 5.7.0");
+	close_client();
 	cur_listener = &lst;
 }
 
