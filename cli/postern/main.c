@@ -9,6 +9,7 @@
  * socket (run_dir/control.sock); `check` and `queue` work without it.
  * Exit status: 0 ok, 1 failure, 78 (EX_CONFIG) for a bad configuration.
  */
+#include "check_dns.h"
 #include "config.h"
 #include "log.h"
 #include "spool.h"
@@ -49,6 +50,8 @@ static void usage(void)
 	        "  restart NAME           restart smtpd, queued or deliverd only\n"
 	        "  check                  validate the configuration (exit 78 on error); warn\n"
 	        "                         about readable secrets and spool permissions\n"
+	        "  check mx DOMAIN        MX records, addresses, an EHLO to each: can mail be delivered?\n"
+	        "  check dnsbl [IP]       is IP (default: this host's) on a configured smtpd.dnsbl list?\n"
 	        "  queue                  list queued messages\n"
 	        "  queue show ID          envelope, recipient states and the log lines of ID\n"
 	        "  queue delete ID|ALL    remove messages (no bounce is sent)\n"
@@ -845,6 +848,10 @@ int main(int argc, char **argv)
 			usage();
 		return cmd_status(json);
 	}
+	if (strcmp(cmd, "check") == 0 && i + 2 == argc && strcmp(argv[i], "mx") == 0)
+		return check_mx_main(conf_path, argv[i + 1]);
+	if (strcmp(cmd, "check") == 0 && i < argc && i + 2 >= argc && strcmp(argv[i], "dnsbl") == 0)
+		return check_dnsbl_main(conf_path, i + 1 < argc ? argv[i + 1] : NULL);
 	if (i != argc)
 		usage();
 	if (strcmp(cmd, "stop") == 0)
