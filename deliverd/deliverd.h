@@ -40,6 +40,10 @@ void smtp_deliver(struct delivery *d);
 /* A connection kept after the last job (for reuse); QUIT and close it. */
 int smtp_has_idle(void);
 void smtp_idle_close(void);
+/* Before the privilege drop: read relay.password_file (refused if others
+ * may read it).  -1 with err filled. */
+int smtp_load_password(const struct config *c, char *err, size_t errlen);
+void smtp_reload(void);   /* SIGHUP: rebuild the TLS context on next use */
 #define SMTP_IDLE_MS 5000
 
 /* maildir.c */

@@ -194,7 +194,8 @@ static void on_signal(int sig)
 		log_info("event=stopped");
 		exit(0);
 	case SIGHUP: {
-		proc_reload_swap(&cfg);
+		if (proc_reload_swap(&cfg))
+			smtp_reload();
 		break;
 	}
 	case SIGUSR1:
@@ -205,7 +206,11 @@ static void on_signal(int sig)
 
 static void before_drop(struct config *c)
 {
+	char err[512];
+
 	maildir_open_root(c->local.maildir);
+	if (smtp_load_password(c, err, sizeof(err)) == -1)
+		log_fatal(EX_CONFIG, "event=fatal error=%s", log_q(err));
 }
 
 int main(int argc, char **argv)

@@ -12,6 +12,15 @@
  * Outcome per recipient: 2xx delivered, 4xx/connection trouble deferred,
  * 5xx bounced; a 421 or a failure mid-transaction defers every recipient
  * not yet final.  Reply text is kept with the host it came from.
+ *
+ * TLS (relay.tls): none; opportunistic (STARTTLS when offered); required
+ * (no STARTTLS, or a failed handshake, defers: never plaintext); implicit
+ * (TLS from the first byte).  relay.verify checks the chain against
+ * relay.ca_file or the system store and the host name; a failure defers
+ * with the X509 reason.  Whatever the server sent before the handshake is
+ * discarded (the client side of CVE-2011-0411).  With relay.username,
+ * AUTH PLAIN (or LOGIN) follows, only over TLS unless relay.tls = "none";
+ * a 535 defers with "relay rejected credentials".
  */
 #include "deliverd.h"
 #include "buf.h"
@@ -20,6 +29,7 @@
 #include "smtp_line.h"
 #include "smtp_reply.h"
 #include "str.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,12 +40,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CLIENT_LINE_MAX 2048   /* lenient with servers' long reply lines */
 
 struct conn {
 	int fd;
+	tls_conn *tls;
 	struct buf in;
 	char name[300];            /* host[ip]:port for messages */
 	int timeout_ms;
@@ -43,7 +55,7 @@ struct conn {
 };
 
 struct caps {
-	int pipelining, has_8bit, has_utf8;
+	int pipelining, has_8bit, has_utf8, starttls, auth_plain, auth_login;
 	uint64_t maxsize;
 };
 
@@ -55,8 +67,16 @@ static struct caps cache_caps;
 static char cache_host[256];
 static int cache_port;
 
+static tls_ctx *client_ctx;
+static char relay_password[256];
+
 static void conn_close(struct conn *c)
 {
+	if (c->tls) {
+		tls_shutdown(c->tls);
+		tls_conn_free(c->tls);
+		c->tls = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -76,6 +96,64 @@ static int wait_fd(int fd, short ev, int timeout_ms)
 	return r > 0 ? 0 : -1;
 }
 
+int smtp_load_password(const struct config *c, char *err, size_t errlen)
+{
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	explicit_bzero(relay_password, sizeof(relay_password));
+	if (!c->relay.present || c->relay.password_file[0] == '\0')
+		return 0;
+	fd = open(c->relay.password_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd == -1) {
+		str_fmt(err, errlen, "cannot open relay.password_file %s: %s", c->relay.password_file,
+		        strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || (st.st_mode & 007) != 0) {
+		str_fmt(err, errlen, "relay.password_file %s is readable by others (mode %04o); "
+		        "chmod 600 it", c->relay.password_file, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -1;
+	}
+	n = read(fd, relay_password, sizeof(relay_password) - 1);
+	close(fd);
+	if (n < 0) {
+		str_fmt(err, errlen, "cannot read relay.password_file %s: %s", c->relay.password_file,
+		        strerror(errno));
+		return -1;
+	}
+	relay_password[n] = '\0';
+	relay_password[strcspn(relay_password, "\r\n")] = '\0';
+	return 0;
+}
+
+void smtp_reload(void)
+{
+	tls_ctx_free(client_ctx);
+	client_ctx = NULL;
+}
+
+static void b64(const char *in, size_t n, char *out, size_t cap)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	for (size_t i = 0; i < n && o + 5 < cap; i += 3) {
+		uint32_t q = (uint32_t)(unsigned char)in[i] << 16;
+		if (i + 1 < n)
+			q |= (uint32_t)(unsigned char)in[i + 1] << 8;
+		if (i + 2 < n)
+			q |= (unsigned char)in[i + 2];
+		out[o++] = tab[q >> 18 & 63];
+		out[o++] = tab[q >> 12 & 63];
+		out[o++] = i + 1 < n ? tab[q >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? tab[q & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
 static int conn_open(struct conn *c, const char *host, int port)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
@@ -83,6 +161,7 @@ static int conn_open(struct conn *c, const char *host, int port)
 	int r;
 
 	c->fd = -1;
+	c->tls = NULL;
 	buf_init(&c->in, CLIENT_LINE_MAX * 4);
 	str_fmt(portstr, sizeof(portstr), "%d", port);
 	/* Smarthost names are resolved with the system resolver here; direct
@@ -132,6 +211,20 @@ static int conn_open(struct conn *c, const char *host, int port)
 static int send_all(struct conn *c, const char *p, size_t n, const char *what)
 {
 	while (n > 0) {
+		if (c->tls) {
+			ssize_t t = tls_write(c->tls, p, n);
+			if (t > 0) {
+				p += t;
+				n -= (size_t)t;
+				continue;
+			}
+			if ((t == TLS_WANT_READ || t == TLS_WANT_WRITE) &&
+			    tls_io_wait(c->fd, (int)t, c->timeout_ms) == 0)
+				continue;
+			str_fmt(c->err, sizeof(c->err), "lost connection with %s while sending %s (TLS)",
+			        c->name, what);
+			return -1;
+		}
 		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w > 0) {
 			p += w;
@@ -172,6 +265,26 @@ static int read_reply(struct conn *c, struct smtp_reply *r, const char *what)
 		if (st == LINE_TOOLONG || st == LINE_NUL) {
 			str_fmt(c->err, sizeof(c->err), "protocol error from %s in reply to %s: %s", c->name,
 			        what, st == LINE_NUL ? "NUL byte" : "reply line too long");
+			return -1;
+		}
+		if (c->tls) {
+			if (buf_room(&c->in) == 0) {
+				str_fmt(c->err, sizeof(c->err), "protocol error from %s in reply to %s: too long",
+				        c->name, what);
+				return -1;
+			}
+			size_t want = buf_room(&c->in) < 16384 ? buf_room(&c->in) : 16384;
+			ssize_t t = tls_read(c->tls, buf_reserve(&c->in, want), want);
+			if (t > 0) {
+				buf_commit(&c->in, (size_t)t);
+				continue;
+			}
+			if ((t == TLS_WANT_READ || t == TLS_WANT_WRITE) &&
+			    tls_io_wait(c->fd, (int)t, c->timeout_ms) == 0)
+				continue;
+			str_fmt(c->err, sizeof(c->err), "%s waiting for %s's reply to %s",
+			        t == TLS_WANT_READ || t == TLS_WANT_WRITE ? "timeout" : "lost connection",
+			        c->name, what);
 			return -1;
 		}
 		if (wait_fd(c->fd, POLLIN, c->timeout_ms) == -1) {
@@ -241,6 +354,153 @@ static int send_body(struct conn *c, struct delivery *d)
 	return send_all(c, ".\r\n", 3, "end of data");
 }
 
+/* The TLS handshake on c (after STARTTLS's 220, or at once for implicit). */
+static int start_tls(struct conn *c, const char *host)
+{
+	char err[256];
+
+	if (client_ctx == NULL) {
+		client_ctx = tls_client_ctx(cfg->relay.ca_file, cfg->relay.verify, err, sizeof(err));
+		if (client_ctx == NULL) {
+			str_fmt(c->err, sizeof(c->err), "TLS setup for %s failed: %s", c->name, err);
+			return -1;
+		}
+	}
+	/* Anything the server sent before the handshake is not trusted. */
+	buf_reset(&c->in);
+	c->tls = tls_client_new(client_ctx, c->fd, host, cfg->relay.verify);
+	if (c->tls == NULL) {
+		str_fmt(c->err, sizeof(c->err), "TLS setup for %s failed", c->name);
+		return -1;
+	}
+	for (;;) {
+		int r = tls_handshake(c->tls, err, sizeof(err));
+		if (r == TLS_OK)
+			break;
+		if ((r == TLS_WANT_READ || r == TLS_WANT_WRITE) && tls_io_wait(c->fd, r, c->timeout_ms) == 0)
+			continue;
+		if (r != TLS_ERR)
+			str_copy(err, "timed out", sizeof(err));
+		str_fmt(c->err, sizeof(c->err), "TLS handshake with %s failed: %s", c->name, err);
+		tls_conn_free(c->tls);
+		c->tls = NULL;
+		return -1;
+	}
+	char desc[96];
+	tls_describe(c->tls, desc, sizeof(desc));
+	log_info("event=tls relay=%s protocol=%s cipher=%s verify=%s", log_q(c->name), tls_protocol(c->tls),
+	         tls_cipher(c->tls), cfg->relay.verify ? "yes" : "no");
+	return 0;
+}
+
+static int ehlo(struct conn *c, struct caps *caps)
+{
+	struct smtp_reply r;
+	char cmd[300];
+	const char *arg;
+
+	str_fmt(cmd, sizeof(cmd), "EHLO %s\r\n", cfg->hostname);
+	if (send_all(c, cmd, strlen(cmd), "EHLO") == -1 || read_reply(c, &r, "EHLO") == -1)
+		return -1;
+	if (class_of(r.code) == 5 && c->tls == NULL && cfg->relay.tls != RELAY_TLS_REQUIRED &&
+	    cfg->relay.username[0] == '\0') {
+		str_fmt(cmd, sizeof(cmd), "HELO %s\r\n", cfg->hostname);
+		if (send_all(c, cmd, strlen(cmd), "HELO") == -1 || read_reply(c, &r, "HELO") == -1)
+			return -1;
+	}
+	if (class_of(r.code) != 2) {
+		str_fmt(c->err, sizeof(c->err), "%s said: %s (in reply to EHLO)", c->name, r.text);
+		return -1;
+	}
+	memset(caps, 0, sizeof(*caps));
+	caps->pipelining = smtp_reply_has_ext(&r, "PIPELINING", NULL);
+	caps->has_8bit = smtp_reply_has_ext(&r, "8BITMIME", NULL);
+	caps->has_utf8 = smtp_reply_has_ext(&r, "SMTPUTF8", NULL);
+	caps->starttls = smtp_reply_has_ext(&r, "STARTTLS", NULL);
+	if (smtp_reply_has_ext(&r, "AUTH", &arg)) {
+		char mechs[256];
+		str_copy(mechs, arg, sizeof(mechs));
+		for (char *save = NULL, *m = strtok_r(mechs, " ", &save); m; m = strtok_r(NULL, " ", &save)) {
+			if (str_casecmp(m, "PLAIN") == 0)
+				caps->auth_plain = 1;
+			else if (str_casecmp(m, "LOGIN") == 0)
+				caps->auth_login = 1;
+		}
+	}
+	if (smtp_reply_has_ext(&r, "SIZE", &arg)) {
+		char num[24];
+		size_t n = strcspn(arg, " /");
+		if (n < sizeof(num)) {
+			memcpy(num, arg, n);
+			num[n] = '\0';
+			if (str_to_u64(num, 0, UINT64_MAX, &caps->maxsize) == -1)
+				caps->maxsize = 0;
+		}
+	}
+	return 0;
+}
+
+/* AUTH with relay.username; 0 ok, -1 with c->err (a 535 says so plainly). */
+static int authenticate(struct conn *c, const struct caps *caps)
+{
+	struct smtp_reply r;
+	char raw[600], enc[900], cmd[1000];
+	size_t ul = strlen(cfg->relay.username), pl = strlen(relay_password);
+	int rc = -1;
+
+	if (c->tls == NULL && cfg->relay.tls != RELAY_TLS_NONE) {
+		str_fmt(c->err, sizeof(c->err), "%s offers no STARTTLS; not sending the password in "
+		        "plain text (set relay.tls = \"none\" to allow it)", c->name);
+		return -1;
+	}
+	if (caps->auth_plain || !caps->auth_login) {
+		if (!caps->auth_plain) {
+			str_fmt(c->err, sizeof(c->err), "%s offers no AUTH PLAIN or LOGIN", c->name);
+			return -1;
+		}
+		raw[0] = '\0';
+		memcpy(raw + 1, cfg->relay.username, ul);
+		raw[1 + ul] = '\0';
+		memcpy(raw + 2 + ul, relay_password, pl);
+		b64(raw, 2 + ul + pl, enc, sizeof(enc));
+		str_fmt(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", enc);
+		if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
+			goto out;
+	} else {
+		if (send_all(c, "AUTH LOGIN\r\n", 12, "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
+			goto out;
+		if (r.code == 334) {
+			b64(cfg->relay.username, ul, enc, sizeof(enc));
+			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
+			if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
+				goto out;
+		}
+		if (r.code == 334) {
+			b64(relay_password, pl, enc, sizeof(enc));
+			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
+			if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
+				goto out;
+		}
+	}
+	if (r.code == 235) {
+		log_info("event=relay_auth relay=%s user=%s", log_q(c->name), log_q(cfg->relay.username));
+		rc = 0;
+	} else if (r.code == 535) {
+		/* An admin problem, not a reason to bounce: defer and say so. */
+		log_warn("event=relay_auth_failed relay=%s user=%s error=\"relay rejected credentials\" "
+		         "reply=%s", log_q(c->name), log_q(cfg->relay.username), log_q(r.text));
+		str_fmt(c->err, sizeof(c->err), "%s said: %s (relay rejected credentials for %s)", c->name,
+		        r.text, cfg->relay.username);
+	} else {
+		str_fmt(c->err, sizeof(c->err), "%s said: %s (in reply to AUTH)", c->name, r.text);
+	}
+out:
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(enc, sizeof(enc));
+	explicit_bzero(cmd, sizeof(cmd));
+	return rc;
+}
+
 /* 0: every recipient has a status; 1: host failed as a whole, try next. */
 static int attempt(struct delivery *d, const struct relay_host *h)
 {
@@ -248,7 +508,6 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	struct smtp_reply r;
 	char cmd[1024];
 	int pipelining, accepted = 0;
-	const char *arg;
 
 	struct caps caps;
 	int reused = 0;
@@ -277,6 +536,8 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 			goto next_host;
 		c.timeout_ms = cfg->queue.connect_timeout * 1000 > c.timeout_ms ? c.timeout_ms
 		                                                               : cfg->queue.connect_timeout * 1000;
+		if (cfg->relay.tls == RELAY_TLS_IMPLICIT && start_tls(&c, h->host) == -1)
+			goto next_host;
 		if (read_reply(&c, &r, "the banner") == -1)
 			goto next_host;
 		c.timeout_ms = cfg->queue.reply_timeout * 1000;
@@ -284,32 +545,27 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 			str_fmt(c.err, sizeof(c.err), "%s greeted us with: %s", c.name, r.text);
 			goto next_host;
 		}
-		str_fmt(cmd, sizeof(cmd), "EHLO %s\r\n", cfg->hostname);
-		if (send_all(&c, cmd, strlen(cmd), "EHLO") == -1 || read_reply(&c, &r, "EHLO") == -1)
+		if (ehlo(&c, &caps) == -1)
 			goto next_host;
-		if (class_of(r.code) == 5) {
-			str_fmt(cmd, sizeof(cmd), "HELO %s\r\n", cfg->hostname);
-			if (send_all(&c, cmd, strlen(cmd), "HELO") == -1 || read_reply(&c, &r, "HELO") == -1)
+		if (cfg->relay.tls == RELAY_TLS_REQUIRED && !caps.starttls) {
+			str_fmt(c.err, sizeof(c.err), "%s does not offer STARTTLS, which relay.tls = "
+			        "\"required\" needs", c.name);
+			goto next_host;
+		}
+		if (c.tls == NULL && caps.starttls &&
+		    (cfg->relay.tls == RELAY_TLS_REQUIRED || cfg->relay.tls == RELAY_TLS_OPPORTUNISTIC)) {
+			if (send_all(&c, "STARTTLS\r\n", 10, "STARTTLS") == -1 ||
+			    read_reply(&c, &r, "STARTTLS") == -1)
+				goto next_host;
+			if (r.code != 220) {
+				str_fmt(c.err, sizeof(c.err), "%s said: %s (in reply to STARTTLS)", c.name, r.text);
+				goto next_host;
+			}
+			if (start_tls(&c, h->host) == -1 || ehlo(&c, &caps) == -1)
 				goto next_host;
 		}
-		if (class_of(r.code) != 2) {
-			str_fmt(c.err, sizeof(c.err), "%s said: %s (in reply to EHLO)", c.name, r.text);
+		if (cfg->relay.username[0] && authenticate(&c, &caps) == -1)
 			goto next_host;
-		}
-		memset(&caps, 0, sizeof(caps));
-		caps.pipelining = smtp_reply_has_ext(&r, "PIPELINING", NULL);
-		caps.has_8bit = smtp_reply_has_ext(&r, "8BITMIME", NULL);
-		caps.has_utf8 = smtp_reply_has_ext(&r, "SMTPUTF8", NULL);
-		if (smtp_reply_has_ext(&r, "SIZE", &arg)) {
-			char num[24];
-			size_t n = strcspn(arg, " /");
-			if (n < sizeof(num)) {
-				memcpy(num, arg, n);
-				num[n] = '\0';
-				if (str_to_u64(num, 0, UINT64_MAX, &caps.maxsize) == -1)
-					caps.maxsize = 0;
-			}
-		}
 	}
 	pipelining = caps.pipelining;
 	int has_8bit = caps.has_8bit, has_utf8 = caps.has_utf8;
@@ -330,7 +586,11 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	/* Envelope: MAIL, RCPT..., DATA; in one write with PIPELINING. */
 	struct buf env;
 	buf_init(&env, 1 << 20);
-	buf_appendf(&env, "MAIL FROM:<%s>", d->env->sender);
+	/* relay.rewrite_sender: providers that want the login's own address;
+	 * the null sender of a bounce stays null. */
+	buf_appendf(&env, "MAIL FROM:<%s>",
+	            cfg->relay.rewrite_sender[0] && d->env->sender[0] ? cfg->relay.rewrite_sender
+	                                                               : d->env->sender);
 	if (maxsize > 0)
 		buf_appendf(&env, " SIZE=%llu", (unsigned long long)d->env->data_len);
 	if (has_8bit && strcmp(d->env->body, "8bitmime") == 0)
