@@ -12,6 +12,7 @@
 #include "check_dns.h"
 #include "config.h"
 #include "log.h"
+#include "passwd.h"
 #include "spool.h"
 #include "str.h"
 
@@ -52,6 +53,8 @@ static void usage(void)
 	        "                         about readable secrets and spool permissions\n"
 	        "  check mx DOMAIN        MX records, addresses, an EHLO to each: can mail be delivered?\n"
 	        "  check dnsbl [IP]       is IP (default: this host's) on a configured smtpd.dnsbl list?\n"
+	        "  passwd [-f FILE] NAME  read a password, print NAME:$6$... (and update FILE or a\n"
+	        "                         writable smtpd.auth_users)\n"
 	        "  queue                  list queued messages\n"
 	        "  queue show ID          envelope, recipient states and the log lines of ID\n"
 	        "  queue delete ID|ALL    remove messages (no bounce is sent)\n"
@@ -852,6 +855,8 @@ int main(int argc, char **argv)
 		return check_mx_main(conf_path, argv[i + 1]);
 	if (strcmp(cmd, "check") == 0 && i < argc && i + 2 >= argc && strcmp(argv[i], "dnsbl") == 0)
 		return check_dnsbl_main(conf_path, i + 1 < argc ? argv[i + 1] : NULL);
+	if (strcmp(cmd, "passwd") == 0)
+		return passwd_main(conf_path, argc - i, argv + i);
 	if (i != argc)
 		usage();
 	if (strcmp(cmd, "stop") == 0)
