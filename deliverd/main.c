@@ -24,8 +24,11 @@ struct config *cfg;
 static struct ipc_chan *master, *queued;
 static struct ev_timer retry_timer, idle_timer;
 static int stopping;
+static int in_job;               /* signals wait until the job is over */
+static unsigned held_signals;
 
 static void queued_connect(void *arg);
+static void on_signal(int sig);
 
 static const char *status_event(int st)
 {
@@ -73,14 +76,7 @@ static void run_job(struct ipc_msg *m)
 		} else if (strcmp(transport, "relay") == 0) {
 			smtp_deliver(&d);
 		} else {
-			str_copy(d.relay, nexthop, sizeof(d.relay));
-			for (size_t i = 0; i < d.n; i++) {
-				d.r[i].status = 4;
-				str_fmt(d.r[i].text, sizeof(d.r[i].text),
-				        "no relay configured, and direct MX delivery to %s is not available in "
-				        "this build: set relay.host",
-				        nexthop);
-			}
+			mx_deliver(&d, nexthop);
 		}
 		spool_env_free(&env);
 		close(d.fd);
@@ -128,13 +124,28 @@ static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 	if (m->type != IPC_JOB)
 		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from queued\"", m->type);
 	ev_timer_del(&idle_timer);
+	in_job = 1;
 	run_job(m);
+	in_job = 0;
 	if (smtp_has_idle())
 		ev_timer_add(&idle_timer, SMTP_IDLE_MS);
 	if (stopping) {
 		log_info("event=stopped");
 		exit(0);
 	}
+	for (int sig = 1; held_signals != 0 && sig < 32; sig++)
+		if (held_signals & (1u << sig)) {
+			held_signals &= ~(1u << sig);
+			on_signal(sig);
+		}
+}
+
+void job_io_pause(int pause)
+{
+	if (queued == NULL)
+		return;
+	int fd = ipc_chan_fd(queued);
+	ev_mod(fd, pause ? 0 : EV_READ | (ipc_pending(queued) ? EV_WRITE : 0));
 }
 
 static void on_queued_close(struct ipc_chan *ch, void *arg)
@@ -181,6 +192,11 @@ static void idle_close(void *arg)
 
 static void on_signal(int sig)
 {
+	if (in_job && sig > 0 && sig < 32) {
+		/* A job is pumping the loop for DNS answers: act afterwards. */
+		held_signals |= 1u << sig;
+		return;
+	}
 	switch (sig) {
 	case SIGINT:
 		/* Ctrl-C reaches the whole process group under `make run`:
@@ -191,11 +207,15 @@ static void on_signal(int sig)
 		 * always between transactions. */
 		stopping = 1;
 		smtp_idle_close();
+		mx_shutdown();
 		log_info("event=stopped");
 		exit(0);
 	case SIGHUP: {
-		if (proc_reload_swap(&cfg))
+		if (proc_reload_swap(&cfg)) {
 			smtp_reload();
+			mx_shutdown();
+			mx_init();
+		}
 		break;
 	}
 	case SIGUSR1:
@@ -221,6 +241,7 @@ int main(int argc, char **argv)
 	stats_init(master);
 	ev_timer_init(&retry_timer, queued_connect, NULL);
 	ev_timer_init(&idle_timer, idle_close, NULL);
+	mx_init();
 	queued_connect(NULL);
 	proc_ready(master);
 	ev_run();

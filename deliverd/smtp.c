@@ -46,6 +46,7 @@
 #define CLIENT_LINE_MAX 2048   /* lenient with servers' long reply lines */
 
 struct conn {
+	const struct smtp_target *t;
 	int fd;
 	tls_conn *tls;
 	struct buf in;
@@ -67,7 +68,8 @@ static struct caps cache_caps;
 static char cache_host[256];
 static int cache_port;
 
-static tls_ctx *client_ctx;
+static tls_ctx *client_ctx;     /* relay.ca_file and relay.verify */
+static tls_ctx *mx_ctx;         /* direct MX delivery: no verification */
 static char relay_password[256];
 
 static void conn_close(struct conn *c)
@@ -133,6 +135,8 @@ void smtp_reload(void)
 {
 	tls_ctx_free(client_ctx);
 	client_ctx = NULL;
+	tls_ctx_free(mx_ctx);
+	mx_ctx = NULL;
 }
 
 static void b64(const char *in, size_t n, char *out, size_t cap)
@@ -154,7 +158,7 @@ static void b64(const char *in, size_t n, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-static int conn_open(struct conn *c, const char *host, int port)
+static int conn_open(struct conn *c, const char *host, const char *addr, int port)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
 	char portstr[16];
@@ -166,7 +170,9 @@ static int conn_open(struct conn *c, const char *host, int port)
 	str_fmt(portstr, sizeof(portstr), "%d", port);
 	/* Smarthost names are resolved with the system resolver here; direct
 	 * MX delivery resolves asynchronously with c-ares. */
-	r = getaddrinfo(host, portstr, &hints, &res);
+	if (addr != NULL)
+		hints.ai_flags = AI_NUMERICHOST;
+	r = getaddrinfo(addr ? addr : host, portstr, &hints, &res);
 	if (r != 0) {
 		str_fmt(c->err, sizeof(c->err), "cannot resolve %s: %s", host, gai_strerror(r));
 		str_fmt(c->name, sizeof(c->name), "%s:%d", host, port);
@@ -359,16 +365,18 @@ static int start_tls(struct conn *c, const char *host)
 {
 	char err[256];
 
-	if (client_ctx == NULL) {
-		client_ctx = tls_client_ctx(cfg->relay.ca_file, cfg->relay.verify, err, sizeof(err));
-		if (client_ctx == NULL) {
+	tls_ctx **ctx = c->t->relay ? &client_ctx : &mx_ctx;
+	if (*ctx == NULL) {
+		*ctx = c->t->relay ? tls_client_ctx(cfg->relay.ca_file, c->t->verify, err, sizeof(err))
+		                   : tls_client_ctx(NULL, c->t->verify, err, sizeof(err));
+		if (*ctx == NULL) {
 			str_fmt(c->err, sizeof(c->err), "TLS setup for %s failed: %s", c->name, err);
 			return -1;
 		}
 	}
 	/* Anything the server sent before the handshake is not trusted. */
 	buf_reset(&c->in);
-	c->tls = tls_client_new(client_ctx, c->fd, host, cfg->relay.verify);
+	c->tls = tls_client_new(*ctx, c->fd, host, c->t->verify);
 	if (c->tls == NULL) {
 		str_fmt(c->err, sizeof(c->err), "TLS setup for %s failed", c->name);
 		return -1;
@@ -389,7 +397,7 @@ static int start_tls(struct conn *c, const char *host)
 	char desc[96];
 	tls_describe(c->tls, desc, sizeof(desc));
 	log_info("event=tls relay=%s protocol=%s cipher=%s verify=%s", log_q(c->name), tls_protocol(c->tls),
-	         tls_cipher(c->tls), cfg->relay.verify ? "yes" : "no");
+	         tls_cipher(c->tls), c->t->verify ? "yes" : "no");
 	return 0;
 }
 
@@ -402,8 +410,8 @@ static int ehlo(struct conn *c, struct caps *caps)
 	str_fmt(cmd, sizeof(cmd), "EHLO %s\r\n", cfg->hostname);
 	if (send_all(c, cmd, strlen(cmd), "EHLO") == -1 || read_reply(c, &r, "EHLO") == -1)
 		return -1;
-	if (class_of(r.code) == 5 && c->tls == NULL && cfg->relay.tls != RELAY_TLS_REQUIRED &&
-	    cfg->relay.username[0] == '\0') {
+	if (class_of(r.code) == 5 && c->tls == NULL && c->t->tls != RELAY_TLS_REQUIRED &&
+	    !(c->t->relay && cfg->relay.username[0] != '\0')) {
 		str_fmt(cmd, sizeof(cmd), "HELO %s\r\n", cfg->hostname);
 		if (send_all(c, cmd, strlen(cmd), "HELO") == -1 || read_reply(c, &r, "HELO") == -1)
 			return -1;
@@ -501,10 +509,9 @@ out:
 	return rc;
 }
 
-/* 0: every recipient has a status; 1: host failed as a whole, try next. */
-static int attempt(struct delivery *d, const struct relay_host *h)
+int smtp_attempt(struct delivery *d, const struct smtp_target *t)
 {
-	struct conn c = { .fd = -1 };
+	struct conn c = { .t = t, .fd = -1 };
 	struct smtp_reply r;
 	char cmd[1024];
 	int pipelining, accepted = 0;
@@ -513,9 +520,10 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	int reused = 0;
 
 	c.timeout_ms = cfg->queue.reply_timeout * 1000;
-	if (cache.fd >= 0 && cache_port == h->port && strcmp(cache_host, h->host) == 0) {
+	if (t->relay && cache.fd >= 0 && cache_port == t->port && strcmp(cache_host, t->host) == 0) {
 		/* Reuse: RSET proves the connection still works (RFC 5321 4.1.1.5). */
 		c = cache;
+		c.t = t;
 		caps = cache_caps;
 		cache.fd = -1;
 		memset(&cache.in, 0, sizeof(cache.in));
@@ -530,13 +538,13 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 		}
 	}
 	if (!reused) {
-		int opened = conn_open(&c, h->host, h->port);
+		int opened = conn_open(&c, t->host, t->addr, t->port);
 		str_copy(d->relay, c.name, sizeof(d->relay));
 		if (opened == -1)
 			goto next_host;
 		c.timeout_ms = cfg->queue.connect_timeout * 1000 > c.timeout_ms ? c.timeout_ms
 		                                                               : cfg->queue.connect_timeout * 1000;
-		if (cfg->relay.tls == RELAY_TLS_IMPLICIT && start_tls(&c, h->host) == -1)
+		if (t->tls == RELAY_TLS_IMPLICIT && start_tls(&c, t->host) == -1)
 			goto next_host;
 		if (read_reply(&c, &r, "the banner") == -1)
 			goto next_host;
@@ -547,13 +555,13 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 		}
 		if (ehlo(&c, &caps) == -1)
 			goto next_host;
-		if (cfg->relay.tls == RELAY_TLS_REQUIRED && !caps.starttls) {
+		if (t->tls == RELAY_TLS_REQUIRED && !caps.starttls) {
 			str_fmt(c.err, sizeof(c.err), "%s does not offer STARTTLS, which relay.tls = "
 			        "\"required\" needs", c.name);
 			goto next_host;
 		}
 		if (c.tls == NULL && caps.starttls &&
-		    (cfg->relay.tls == RELAY_TLS_REQUIRED || cfg->relay.tls == RELAY_TLS_OPPORTUNISTIC)) {
+		    (t->tls == RELAY_TLS_REQUIRED || t->tls == RELAY_TLS_OPPORTUNISTIC)) {
 			if (send_all(&c, "STARTTLS\r\n", 10, "STARTTLS") == -1 ||
 			    read_reply(&c, &r, "STARTTLS") == -1)
 				goto next_host;
@@ -561,10 +569,13 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 				str_fmt(c.err, sizeof(c.err), "%s said: %s (in reply to STARTTLS)", c.name, r.text);
 				goto next_host;
 			}
-			if (start_tls(&c, h->host) == -1 || ehlo(&c, &caps) == -1)
+			if (start_tls(&c, t->host) == -1 || ehlo(&c, &caps) == -1) {
+				/* Opportunistic TLS to an MX host: a failed handshake
+				 * is retried in plain text on the next address. */
 				goto next_host;
+			}
 		}
-		if (cfg->relay.username[0] && authenticate(&c, &caps) == -1)
+		if (t->relay && cfg->relay.username[0] && authenticate(&c, &caps) == -1)
 			goto next_host;
 	}
 	pipelining = caps.pipelining;
@@ -589,7 +600,7 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 	/* relay.rewrite_sender: providers that want the login's own address;
 	 * the null sender of a bounce stays null. */
 	buf_appendf(&env, "MAIL FROM:<%s>",
-	            cfg->relay.rewrite_sender[0] && d->env->sender[0] ? cfg->relay.rewrite_sender
+	            t->relay && cfg->relay.rewrite_sender[0] && d->env->sender[0] ? cfg->relay.rewrite_sender
 	                                                               : d->env->sender);
 	if (maxsize > 0)
 		buf_appendf(&env, " SIZE=%llu", (unsigned long long)d->env->data_len);
@@ -673,12 +684,21 @@ static int attempt(struct delivery *d, const struct relay_host *h)
 		if (d->r[i].status == 0)
 			set_result(&d->r[i], class_of(r.code), "%s said: %s", c.name, r.text);
 quit:
+	if (!t->relay) {
+		/* MX connections are not kept (reuse per destination is left
+		 * for later): end the session politely. */
+		c.timeout_ms = 2000;
+		if (send_all(&c, "QUIT\r\n", 6, "QUIT") == 0)
+			read_reply(&c, &r, "QUIT");
+		conn_close(&c);
+		return 0;
+	}
 	/* The session is between transactions: keep it for the next job. */
 	smtp_idle_close();
 	cache = c;
 	cache_caps = caps;
-	str_copy(cache_host, h->host, sizeof(cache_host));
-	cache_port = h->port;
+	str_copy(cache_host, t->host, sizeof(cache_host));
+	cache_port = t->port;
 	return 0;
 done:
 	conn_close(&c);
@@ -724,7 +744,9 @@ void smtp_deliver(struct delivery *d)
 	for (size_t i = 0; i < d->n; i++)
 		d->r[i].status = 0;
 	for (size_t h = 0; h < cfg->relay.nhosts; h++) {
-		if (attempt(d, &cfg->relay.hosts[h]) == 0)
+		struct smtp_target t = { .host = cfg->relay.hosts[h].host, .port = cfg->relay.hosts[h].port,
+		                         .tls = cfg->relay.tls, .verify = cfg->relay.verify, .relay = 1 };
+		if (smtp_attempt(d, &t) == 0)
 			return;
 	}
 	/* Every host failed: defer with the last host's reason. */
