@@ -10,6 +10,7 @@
  * Exit status: 0 ok, 1 failure, 78 (EX_CONFIG) for a bad configuration.
  */
 #include "check_dns.h"
+#include "check_relay.h"
 #include "config.h"
 #include "log.h"
 #include "passwd.h"
@@ -53,6 +54,7 @@ static void usage(void)
 	        "                         about readable secrets and spool permissions\n"
 	        "  check mx DOMAIN        MX records, addresses, an EHLO to each: can mail be delivered?\n"
 	        "  check dnsbl [IP]       is IP (default: this host's) on a configured smtpd.dnsbl list?\n"
+	        "  check relay            connect, STARTTLS and AUTH to each smarthost; QUIT, no mail\n"
 	        "  passwd [-f FILE] NAME  read a password, print NAME:$6$... (and update FILE or a\n"
 	        "                         writable smtpd.auth_users)\n"
 	        "  queue                  list queued messages\n"
@@ -855,6 +857,8 @@ int main(int argc, char **argv)
 		return check_mx_main(conf_path, argv[i + 1]);
 	if (strcmp(cmd, "check") == 0 && i < argc && i + 2 >= argc && strcmp(argv[i], "dnsbl") == 0)
 		return check_dnsbl_main(conf_path, i + 1 < argc ? argv[i + 1] : NULL);
+	if (strcmp(cmd, "check") == 0 && i + 1 == argc && strcmp(argv[i], "relay") == 0)
+		return check_relay_main(conf_path);
 	if (strcmp(cmd, "passwd") == 0)
 		return passwd_main(conf_path, argc - i, argv + i);
 	if (i != argc)
