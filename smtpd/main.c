@@ -306,6 +306,7 @@ static void reload_secrets(void)
 		}
 	}
 	auth_users_reload(cfg->smtpd.auth_users);
+	dnsbl_init();   /* zones added by the reload: start the resolver */
 }
 
 int main(int argc, char **argv)
@@ -318,6 +319,7 @@ int main(int argc, char **argv)
 	master = proc_master_channel(NULL);
 	stats_init(master);
 	stats_set(STAT_SMTP_CONN_CURRENT, 0);
+	dnsbl_init();   /* only when smtpd.dnsbl lists zones */
 	ev_timer_init(&queued_timer, queued_connect, NULL);
 	queued_connect(NULL);
 	for (size_t i = 0; i < nlisteners; i++) {

@@ -202,6 +202,11 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 		return;
 	}
 	arm_timer(s);
+	/* DNSBL checks on the MX port only: submission clients log in. */
+	if (l->mode == MODE_SMTP && dnsbl_start(s)) {
+		s->delayed = 1;   /* hold input and the banner until the answers */
+		return;
+	}
 	if (l->mode == MODE_SUBMISSIONS) {
 		/* Implicit TLS (RFC 8314): the banner comes after the handshake. */
 		if (smtpd_tls == NULL || (s->tls = tls_server_new(smtpd_tls, fd)) == NULL) {
@@ -218,8 +223,18 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 	session_flush(s);
 }
 
+void session_resume(struct session *s, const char *reply, int close_after)
+{
+	s->delayed = 0;
+	session_reply(s, "%s", reply);
+	if (close_after)
+		s->state = SS_CLOSING;
+	session_run(s);
+}
+
 void session_free(struct session *s)
 {
+	dnsbl_cancel(s);
 	reset_transaction(s);
 	ev_timer_del(&s->timer);
 	ev_timer_del(&s->delay_timer);

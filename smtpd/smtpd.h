@@ -19,9 +19,12 @@
 #include "buf.h"
 #include "config.h"
 #include "data.h"
+#include "dns.h"
 #include "event.h"
 #include "net.h"
 #include "spool.h"
+
+#define SMTPD_DNSBL_MAX 8        /* smtpd.dnsbl zones checked per client */
 #include "tls.h"
 
 #define SMTPD_IN_CAP 65536       /* input buffer bound per session */
@@ -96,10 +99,29 @@ struct session {
 	int delayed_close;
 	char delayed_reply[128];
 	unsigned long id;           /* for log lines before a queue id exists */
+	struct dnsbl_wait {         /* dnsbl.c: lookups before the banner */
+		struct session *s;
+		struct dns_query *q;    /* NULL once answered or cancelled */
+		char zone[256];
+	} dnsbl[SMTPD_DNSBL_MAX];
+	size_t dnsbl_left;          /* lookups not yet answered */
+	struct ev_timer dnsbl_timer;
 	struct session *prev, *next;
 };
 
 extern struct config *cfg;
+
+/* dnsbl.c: smtpd.dnsbl checks of clients not in mynetworks, before the
+ * banner.  dnsbl_init() once at start (and on reload: only starts the
+ * resolver if it is not running yet).  dnsbl_start() returns 1 when
+ * lookups are under way: the session holds its banner (s->delayed) and
+ * dnsbl.c sends it, or the 554 and a close, when they are done or after
+ * dns.timeout.  dnsbl_cancel() from session teardown. */
+void dnsbl_init(void);
+int dnsbl_start(struct session *s);
+void dnsbl_cancel(struct session *s);
+/* session.c: the banner (or reply and close) after the DNSBL checks. */
+void session_resume(struct session *s, const char *reply, int close_after);
 extern tls_ctx *smtpd_tls;      /* server context, NULL without tls.cert */
 
 /* session.c */
