@@ -10,8 +10,39 @@
 #include "master.h"
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
+
+/*
+ * smtpd runs unprivileged and cannot reopen a root-only smtpd.auth_users
+ * (postern passwd replaces it, so its old descriptor shows the old file):
+ * the master opens the new file and passes the descriptor.
+ */
+static void send_users_file(void)
+{
+	const char *path = M.cfg->smtpd.auth_users;
+
+	if (path[0] == '\0')
+		return;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd == -1) {
+		log_warn("event=reload_partial file=%s error=%s", log_q(path), log_q(strerror(errno)));
+		return;
+	}
+	for (size_t i = 0; i < M.nchildren; i++) {
+		struct child *c = &M.children[i];
+		if (c->role != ROLE_SMTPD || c->ch == NULL)
+			continue;
+		struct ipc_msg m;
+		ipc_msg_init(&m, IPC_USERS_FD);
+		ipc_put_str(&m, path);
+		ipc_send(c->ch, &m, fd);
+	}
+	close(fd);
+}
 
 void reload_config(void)
 {
@@ -48,6 +79,7 @@ void reload_config(void)
 	for (size_t i = 0; i < M.nchildren; i++)
 		if (M.children[i].pid > 0)
 			kill(M.children[i].pid, SIGHUP);
+	send_users_file();
 	log_info("event=reloaded file=%s", log_q(M.config_path));
 	notify_ready("ready; configuration reloaded");
 }

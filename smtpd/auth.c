@@ -231,6 +231,19 @@ int auth_users_load(const char *path)
 	return users_parse(fd, path);
 }
 
+int auth_users_from_fd(int fd, const char *path)
+{
+	if (users_parse(fd, path) == -1) {
+		close(fd);
+		return -1;
+	}
+	if (users_fd >= 0)
+		close(users_fd);
+	users_fd = fd;
+	str_copy(users_path, path, sizeof(users_path));
+	return 0;
+}
+
 int auth_users_reload(const char *path)
 {
 	int fd;

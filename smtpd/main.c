@@ -309,6 +309,21 @@ static void reload_secrets(void)
 	dnsbl_init();   /* zones added by the reload: start the resolver */
 }
 
+/* The master opens the root-only users file for us on every reload. */
+static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
+{
+	char path[CONFIG_PATH_MAX];
+
+	(void)ch;
+	(void)arg;
+	if (m->type != IPC_USERS_FD || m->fd < 0 || ipc_get_str(m, path, sizeof(path)) == -1 ||
+	    ipc_end(m) == -1)
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from master\"", m->type);
+	int fd = m->fd;
+	m->fd = -1;
+	auth_users_from_fd(fd, path);
+}
+
 int main(int argc, char **argv)
 {
 	cfg = proc_child_init("smtpd", argc, argv, before_drop);
@@ -316,7 +331,7 @@ int main(int argc, char **argv)
 	parse_listen_env();
 	if (policy_load() == -1)
 		log_fatal(EX_CONFIG, "event=fatal error=\"bad smtpd.mynetworks\"");
-	master = proc_master_channel(NULL);
+	master = proc_master_channel(on_master_msg);
 	stats_init(master);
 	stats_set(STAT_SMTP_CONN_CURRENT, 0);
 	dnsbl_init();   /* only when smtpd.dnsbl lists zones */

@@ -140,6 +140,9 @@ void session_delay(struct session *s, unsigned ms, const char *reply, int close_
 /* auth.c */
 int auth_users_load(const char *path);     /* before the privilege drop */
 int auth_users_reload(const char *path);   /* SIGHUP */
+/* The master's fresh copy after a reload (the file may be root-only);
+ * takes fd. */
+int auth_users_from_fd(int fd, const char *path);
 int auth_enabled(void);
 int auth_verify(const char *name, const char *pass);   /* 1 if right */
 int auth_locked(const char *ip);

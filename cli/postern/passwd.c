@@ -252,10 +252,10 @@ static int update_file(const char *path, const char *name, const char *line)
 		fsync(dfd);
 		close(dfd);
 	}
-	/* A new inode: smtpd reopens the path on reload only if it may read it
-	 * after dropping privileges; a root-only file needs a restart. */
-	fprintf(stderr, "postern: %s %s in %s; `postern reload` makes smtpd read it (`postern "
-	        "restart smtpd` if only root may read the file)\n", replaced ? "replaced" : "added", name, path);
+	/* A new inode: on reload the master (root) opens it and hands it to
+	 * smtpd, so even a root-only file needs no restart. */
+	fprintf(stderr, "postern: %s %s in %s; `postern reload` makes smtpd read it\n",
+	        replaced ? "replaced" : "added", name, path);
 	rc = 0;
 	goto out;
 werr:

@@ -1,7 +1,7 @@
 """`postern passwd NAME`: a crypt(3) SHA-512 line from a password on stdin,
 printed, or written atomically into -f FILE or a writable smtpd.auth_users
 (other lines, mode and owner kept); bad names refused; the line logs in
-through smtpd AUTH PLAIN over STARTTLS after `postern restart smtpd`."""
+through smtpd AUTH PLAIN over STARTTLS after `postern reload`."""
 
 import os
 import re
@@ -98,8 +98,8 @@ def test_passwd_configured_file_logs_in_through_smtpd():
         assert os.stat(users).st_mode & 0o7777 == 0o600
         mark = inst.log_mark()
         # The file is root-only and was renamed into place: smtpd (no longer
-        # root) cannot reopen it on reload, only a restart reads the new one.
-        inst.cli("restart", "smtpd", check=True)
+        # root) cannot reopen it, so on reload the master passes it the file.
+        inst.cli("reload", check=True)
         inst.wait_log("smtpd", r"event=auth_users_loaded .*users=2", since=mark)
         s = smtplib.SMTP("127.0.0.1", inst.port, local_hostname="client.test",
                          timeout=postern.scaled(20))
