@@ -44,6 +44,64 @@ static void send_users_file(void)
 	close(fd);
 }
 
+/* Read a PEM file (as root) into buf[size]; -1 if unreadable or too big. */
+static int read_pem(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	size_t len = 0;
+
+	if (fd == -1)
+		return -1;
+	for (;;) {
+		ssize_t r = read(fd, buf + len, size - 1 - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		if (len == size - 1) {
+			close(fd);
+			errno = EFBIG;
+			return -1;
+		}
+	}
+	close(fd);
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		errno = EINVAL;   /* not PEM text */
+		return -1;
+	}
+	return 0;
+}
+
+/* smtpd cannot reread a root-only key after dropping privileges: send it
+ * the new certificate and key; it keeps the old ones if these do not load. */
+static void send_tls(void)
+{
+	static char cert[30000], key[30000];
+
+	if (M.cfg->tls.cert[0] == '\0' || M.cfg->tls.key[0] == '\0')
+		return;
+	if (read_pem(M.cfg->tls.cert, cert, sizeof(cert)) == -1 ||
+	    read_pem(M.cfg->tls.key, key, sizeof(key)) == -1) {
+		log_warn("event=reload_partial what=tls error=%s cert=%s key=%s", log_q(strerror(errno)),
+		         log_q(M.cfg->tls.cert), log_q(M.cfg->tls.key));
+		explicit_bzero(key, sizeof(key));
+		return;
+	}
+	for (size_t i = 0; i < M.nchildren; i++) {
+		struct child *c = &M.children[i];
+		if (c->role != ROLE_SMTPD || c->ch == NULL)
+			continue;
+		struct ipc_msg m;
+		ipc_msg_init(&m, IPC_TLS_PEM);
+		ipc_put_str(&m, cert);
+		ipc_put_str(&m, key);
+		ipc_send(c->ch, &m, -1);
+	}
+	explicit_bzero(key, sizeof(key));
+}
+
 void reload_config(void)
 {
 	char err[1024];
@@ -80,6 +138,7 @@ void reload_config(void)
 		if (M.children[i].pid > 0)
 			kill(M.children[i].pid, SIGHUP);
 	send_users_file();
+	send_tls();
 	log_info("event=reloaded file=%s", log_q(M.config_path));
 	notify_ready("ready; configuration reloaded");
 }

@@ -36,6 +36,7 @@ enum ipc_type {
 	IPC_ADMIN,         /* master -> queued: request id (u32), command, argument (str) */
 	IPC_ADMIN_REPLY,   /* queued -> master: request id, ok (u32), text (str) */
 	IPC_USERS_FD,      /* master -> smtpd: auth_users path (str) + the file opened by root */
+	IPC_TLS_PEM,       /* master -> smtpd: certificate chain and key, PEM text (str, str) */
 	IPC_STATS,         /* child -> master: n (u32), n x (stat id u32, value u64); shared/stats.h */
 };
 

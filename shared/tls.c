@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -71,6 +72,57 @@ tls_ctx *tls_server_ctx(const char *cert, const char *key, char *err, size_t err
 		return NULL;
 	}
 	return ctx;
+}
+
+tls_ctx *tls_server_ctx_pem(const char *cert_pem, const char *key_pem, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ctx_common(TLS_server_method(), err, errlen);
+	BIO *cb = NULL, *kb = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *pk = NULL;
+
+	if (ctx == NULL)
+		return NULL;
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	cb = BIO_new_mem_buf(cert_pem, -1);
+	kb = BIO_new_mem_buf(key_pem, -1);
+	if (cb == NULL || kb == NULL)
+		goto oom;
+	/* The leaf first, then the chain, as in a certificate chain file. */
+	if ((x = PEM_read_bio_X509(cb, NULL, NULL, NULL)) == NULL || SSL_CTX_use_certificate(ctx, x) != 1) {
+		ssl_err(err, errlen, "tls.cert", "cannot load certificate");
+		goto fail;
+	}
+	X509_free(x);
+	while ((x = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+		if (SSL_CTX_add_extra_chain_cert(ctx, x) != 1) {   /* takes x */
+			X509_free(x);
+			ssl_err(err, errlen, "tls.cert", "cannot load chain certificate");
+			goto fail;
+		}
+	ERR_clear_error();   /* the end of the PEM stream is reported as an error */
+	if ((pk = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL)) == NULL ||
+	    SSL_CTX_use_PrivateKey(ctx, pk) != 1) {
+		ssl_err(err, errlen, "tls.key", "cannot load private key");
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ssl_err(err, errlen, "tls.key", "private key does not match the certificate");
+		goto fail;
+	}
+	EVP_PKEY_free(pk);
+	BIO_free(cb);
+	BIO_free(kb);
+	return ctx;
+oom:
+	str_copy(err, "out of memory", errlen);
+fail:
+	EVP_PKEY_free(pk);
+	BIO_free(cb);
+	BIO_free(kb);
+	SSL_CTX_free(ctx);
+	return NULL;
 }
 
 tls_ctx *tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen)

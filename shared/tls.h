@@ -42,6 +42,9 @@ enum { TLS_OK = 0, TLS_WANT_READ = -2, TLS_WANT_WRITE = -3, TLS_CLOSED = -4, TLS
 
 /* NULL with err filled if the certificate or key cannot be used. */
 tls_ctx *tls_server_ctx(const char *cert, const char *key, char *err, size_t errlen);
+/* The same from PEM text in memory (the master reads root-only files on
+ * reload and hands smtpd their contents). */
+tls_ctx *tls_server_ctx_pem(const char *cert_pem, const char *key_pem, char *err, size_t errlen);
 /* ca_file "" means the system store. */
 tls_ctx *tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen);
 void tls_ctx_free(tls_ctx *ctx);

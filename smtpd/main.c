@@ -287,35 +287,49 @@ static void before_drop(struct config *c)
 		          log_q(c->smtpd.auth_users));
 }
 
-/* SIGHUP: a new certificate and users file if they load; else keep the old. */
+/* SIGHUP: the users file if we may still read it (the master also sends
+ * a fresh descriptor); the certificate and key come from the master. */
 static void reload_secrets(void)
 {
-	char err[512];
-
-	if (cfg->tls.cert[0] && cfg->tls.key[0]) {
-		tls_ctx *n = tls_server_ctx(cfg->tls.cert, cfg->tls.key, err, sizeof(err));
-		if (n == NULL) {
-			log_warn("event=tls_reload_failed error=%s note=\"keeping the certificate loaded at "
-			         "start; if the key is readable only by root, use postern restart smtpd\"",
-			         log_q(err));
-		} else {
-			/* Sessions hold their own reference to the old context. */
-			tls_ctx_free(smtpd_tls);
-			smtpd_tls = n;
-			log_info("event=tls_loaded cert=%s", log_q(cfg->tls.cert));
-		}
-	}
 	auth_users_reload(cfg->smtpd.auth_users);
 	dnsbl_init();   /* zones added by the reload: start the resolver */
 }
 
-/* The master opens the root-only users file for us on every reload. */
+/* A new certificate from the master's reload: keep the old one if the
+ * new one does not load. */
+static void tls_from_master(struct ipc_msg *m)
+{
+	static char cert[IPC_MSG_MAX], key[IPC_MSG_MAX];
+	char err[512];
+
+	if (ipc_get_str(m, cert, sizeof(cert)) == -1 || ipc_get_str(m, key, sizeof(key)) == -1 ||
+	    ipc_end(m) == -1)
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"malformed TLS_PEM from master\"");
+	tls_ctx *n = tls_server_ctx_pem(cert, key, err, sizeof(err));
+	explicit_bzero(key, sizeof(key));
+	if (n == NULL) {
+		log_warn("event=tls_reload_failed error=%s note=\"keeping the certificate loaded before\"",
+		         log_q(err));
+		return;
+	}
+	/* Sessions hold their own reference to the old context. */
+	tls_ctx_free(smtpd_tls);
+	smtpd_tls = n;
+	log_info("event=tls_loaded cert=%s", log_q(cfg->tls.cert));
+}
+
+/* On every reload the master, which stays root, reads the secrets smtpd
+ * (unprivileged by then) may not: the users file and the TLS key. */
 static void on_master_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 {
 	char path[CONFIG_PATH_MAX];
 
 	(void)ch;
 	(void)arg;
+	if (m->type == IPC_TLS_PEM && m->fd < 0) {
+		tls_from_master(m);
+		return;
+	}
 	if (m->type != IPC_USERS_FD || m->fd < 0 || ipc_get_str(m, path, sizeof(path)) == -1 ||
 	    ipc_end(m) == -1)
 		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from master\"", m->type);
