@@ -231,6 +231,8 @@ static void mconn_io(int fd, int events, void *arg)
 		/* NUL-terminate within the cap: the request is text. */
 		char *h = buf_head(&c->in);
 		size_t n = buf_used(&c->in);
+		if (h == NULL)
+			return;   /* nothing read yet */
 		if (memchr(h, '\0', n) != NULL) {
 			respond(c, "400 Bad Request", "", 0);
 		} else if ((n >= 4 && memmem(h, n, "\r\n\r\n", 4)) || (n >= 2 && memmem(h, n, "\n\n", 2))) {
