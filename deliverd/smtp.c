@@ -24,6 +24,7 @@
  */
 #include "deliverd.h"
 #include "buf.h"
+#include "base64.h"
 #include "log.h"
 #include "net.h"
 #include "smtp_line.h"
@@ -137,25 +138,6 @@ void smtp_reload(void)
 	client_ctx = NULL;
 	tls_ctx_free(mx_ctx);
 	mx_ctx = NULL;
-}
-
-static void b64(const char *in, size_t n, char *out, size_t cap)
-{
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && o + 5 < cap; i += 3) {
-		uint32_t q = (uint32_t)(unsigned char)in[i] << 16;
-		if (i + 1 < n)
-			q |= (uint32_t)(unsigned char)in[i + 1] << 8;
-		if (i + 2 < n)
-			q |= (unsigned char)in[i + 2];
-		out[o++] = tab[q >> 18 & 63];
-		out[o++] = tab[q >> 12 & 63];
-		out[o++] = i + 1 < n ? tab[q >> 6 & 63] : '=';
-		out[o++] = i + 2 < n ? tab[q & 63] : '=';
-	}
-	out[o] = '\0';
 }
 
 static int conn_open(struct conn *c, const char *host, const char *addr, int port)
@@ -470,7 +452,7 @@ static int authenticate(struct conn *c, const struct caps *caps)
 		memcpy(raw + 1, cfg->relay.username, ul);
 		raw[1 + ul] = '\0';
 		memcpy(raw + 2 + ul, relay_password, pl);
-		b64(raw, 2 + ul + pl, enc, sizeof(enc));
+		(void)base64_encode(raw, 2 + ul + pl, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 		str_fmt(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", enc);
 		if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
 			goto out;
@@ -478,13 +460,13 @@ static int authenticate(struct conn *c, const struct caps *caps)
 		if (send_all(c, "AUTH LOGIN\r\n", 12, "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
 			goto out;
 		if (r.code == 334) {
-			b64(cfg->relay.username, ul, enc, sizeof(enc));
+			(void)base64_encode(cfg->relay.username, ul, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
 			if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
 				goto out;
 		}
 		if (r.code == 334) {
-			b64(relay_password, pl, enc, sizeof(enc));
+			(void)base64_encode(relay_password, pl, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
 			if (send_all(c, cmd, strlen(cmd), "AUTH") == -1 || read_reply(c, &r, "AUTH") == -1)
 				goto out;

@@ -20,6 +20,7 @@
  * AUTH_LOCK_SECS: AUTH answers 421 and the connection is closed.
  */
 #include "smtpd.h"
+#include "base64.h"
 #include "log.h"
 #include "str.h"
 
@@ -115,24 +116,7 @@ int auth_b64_decode(const char *in, size_t inlen, unsigned char *out, size_t cap
 
 int auth_b64_encode(const unsigned char *in, size_t n, char *out, size_t cap)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t need = (n + 2) / 3 * 4 + 1, o = 0;
-
-	if (need > cap)
-		return -1;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t q = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			q |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < n)
-			q |= in[i + 2];
-		out[o++] = tab[q >> 18 & 63];
-		out[o++] = tab[q >> 12 & 63];
-		out[o++] = i + 1 < n ? tab[q >> 6 & 63] : '=';
-		out[o++] = i + 2 < n ? tab[q & 63] : '=';
-	}
-	out[o] = '\0';
-	return 0;
+	return base64_encode(in, n, out, cap);
 }
 
 /* ---- users ---- */

@@ -1,6 +1,7 @@
 /* check_relay - smarthost diagnostics for the postern CLI; see check_relay.h. */
 #include "check_relay.h"
 
+#include "base64.h"
 #include "config.h"
 #include "smtp_reply.h"
 #include "str.h"
@@ -238,25 +239,6 @@ static int command(struct rconn *c, const char *cmd, struct smtp_reply *r)
 	return 0;
 }
 
-static void b64(const char *in, size_t n, char *out, size_t cap)
-{
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && o + 5 < cap; i += 3) {
-		uint32_t q = (uint32_t)(unsigned char)in[i] << 16;
-		if (i + 1 < n)
-			q |= (uint32_t)(unsigned char)in[i + 1] << 8;
-		if (i + 2 < n)
-			q |= (unsigned char)in[i + 2];
-		out[o++] = tab[q >> 18 & 63];
-		out[o++] = tab[q >> 12 & 63];
-		out[o++] = i + 1 < n ? tab[q >> 6 & 63] : '=';
-		out[o++] = i + 2 < n ? tab[q & 63] : '=';
-	}
-	out[o] = '\0';
-}
-
 struct caps {
 	int starttls, plain, login, auth;
 };
@@ -350,7 +332,7 @@ static int authenticate(struct rconn *c, const struct config *cfg, const struct 
 		memcpy(raw + 1, cfg->relay.username, ul);
 		raw[1 + ul] = '\0';
 		memcpy(raw + 2 + ul, pw, pl);
-		b64(raw, 2 + ul + pl, enc, sizeof(enc));
+		(void)base64_encode(raw, 2 + ul + pl, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 		str_fmt(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", enc);
 		if (command(c, cmd, &r) == -1)
 			goto io;
@@ -358,13 +340,13 @@ static int authenticate(struct rconn *c, const struct config *cfg, const struct 
 		if (command(c, "AUTH LOGIN\r\n", &r) == -1)
 			goto io;
 		if (r.code == 334) {
-			b64(cfg->relay.username, ul, enc, sizeof(enc));
+			(void)base64_encode(cfg->relay.username, ul, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
 			if (command(c, cmd, &r) == -1)
 				goto io;
 		}
 		if (r.code == 334) {
-			b64(pw, pl, enc, sizeof(enc));
+			(void)base64_encode(pw, pl, enc, sizeof(enc));   /* enc holds 4/3 of raw */
 			str_fmt(cmd, sizeof(cmd), "%s\r\n", enc);
 			if (command(c, cmd, &r) == -1)
 				goto io;
