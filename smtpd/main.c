@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -150,6 +152,9 @@ static void on_accept(int fd, int events, void *arg)
 				         log_q(strerror(errno)));
 			return;
 		}
+		/* Replies go out as soon as they are complete (no Nagle delay). */
+		int one = 1;
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		net_ntop((struct sockaddr *)&ss, ip, sizeof(ip));
 		if (session_count() >= (size_t)cfg->smtpd.max_connections) {
 			static const char msg[] = "421 4.7.0 Error: too many connections\r\n";
