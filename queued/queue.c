@@ -115,14 +115,12 @@ int queue_write_state(struct msg *m)
 		log_error("event=state_write_failed qid=%s error=%s", m->qid, log_q(strerror(errno)));
 		return -1;
 	}
-	m->dirty = 0;
 	return 0;
 }
 
 int queue_takeover(const char *qid)
 {
 	struct spool_env env;
-	struct stat sb;
 	char err[256];
 	int corrupt, fd;
 
@@ -136,7 +134,6 @@ int queue_takeover(const char *qid)
 			log_warn("event=takeover_failed qid=%s error=%s", qid, log_q(err));
 		return -1;
 	}
-	fstat(fd, &sb);
 	close(fd);
 	struct msg *m = msg_new(&env, env.data_len);
 	spool_env_free(&env);

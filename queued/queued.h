@@ -33,7 +33,6 @@ struct msg {
 	struct spool_state st;      /* owned */
 	unsigned jobs_out;          /* jobs queued or running */
 	int queued_ready;           /* on the ready list */
-	int dirty;                  /* st changed since the last write */
 	int delete_pending;         /* admin asked for deletion during a delivery */
 	struct ev_timer retry;
 	struct msg *hnext;          /* hash chain */

@@ -472,7 +472,6 @@ void schedule_result(struct worker *w, struct ipc_msg *im)
 	r->last = time(NULL);
 	str_copy(r->error, text, sizeof(r->error));
 	r->state = status == 2 ? RS_DELIVERED : status == 5 ? RS_BOUNCED : RS_DEFERRED;
-	j->msg->dirty = 1;
 }
 
 void schedule_done(struct worker *w, struct ipc_msg *im)
