@@ -162,26 +162,12 @@ static void on_queued_close(struct ipc_chan *ch, void *arg)
 
 static void queued_connect(void *arg)
 {
-	struct ipc_msg m;
-	int fd;
-
 	(void)arg;
-	fd = ipc_connect(SPOOL_QUEUED_SOCK);
-	if (fd == -1) {
-		log_debug("event=queued_unreachable error=%s", log_q(strerror(errno)));
-		ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
+	if (queued != NULL)
 		return;
-	}
-	queued = ipc_chan_new(fd, on_queued_msg, on_queued_close, NULL);
-	if (queued == NULL) {
-		close(fd);
+	queued = proc_connect_queued("deliverd", on_queued_msg, on_queued_close);
+	if (queued == NULL)
 		ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
-		return;
-	}
-	ipc_msg_init(&m, IPC_HELLO);
-	ipc_put_str(&m, "deliverd");
-	ipc_put_u32(&m, (uint32_t)getpid());
-	ipc_send(queued, &m, -1);
 }
 
 static void idle_close(void *arg)

@@ -1,6 +1,7 @@
 #include "proc.h"
 #include "log.h"
 #include "privs.h"
+#include "spool.h"
 #include "str.h"
 
 #include <errno.h>
@@ -153,5 +154,27 @@ struct ipc_chan *proc_master_channel(ipc_msg_cb *on_msg)
 	                                   master_gone, NULL);
 	if (ch == NULL)
 		log_fatal(EX_OSERR, "event=fatal error=\"cannot watch the master channel\"");
+	return ch;
+}
+
+struct ipc_chan *proc_connect_queued(const char *role, ipc_msg_cb *on_msg, ipc_close_cb *on_close)
+{
+	struct ipc_chan *ch;
+	struct ipc_msg m;
+	int fd = ipc_connect(SPOOL_QUEUED_SOCK);
+
+	if (fd == -1) {
+		log_debug("event=queued_unreachable error=%s", log_q(strerror(errno)));
+		return NULL;
+	}
+	if ((ch = ipc_chan_new(fd, on_msg, on_close, NULL)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	ipc_msg_init(&m, IPC_HELLO);
+	ipc_put_str(&m, role);
+	ipc_put_u32(&m, (uint32_t)getpid());
+	ipc_send(ch, &m, -1);
+	log_debug("event=queued_connected");
 	return ch;
 }

@@ -43,5 +43,8 @@ int proc_reload_swap(struct config **cfg);
  * violation (fatal).  When the master goes away the child exits.
  */
 struct ipc_chan *proc_master_channel(ipc_msg_cb *on_msg);
+/* Connect to queued (spool/private/queued) and say HELLO as role.  NULL
+ * (logged at debug) when queued is not there yet: the caller retries. */
+struct ipc_chan *proc_connect_queued(const char *role, ipc_msg_cb *on_msg, ipc_close_cb *on_close);
 
 #endif

@@ -92,29 +92,12 @@ static void on_queued_close(struct ipc_chan *ch, void *arg)
 
 static void queued_connect(void *arg)
 {
-	struct ipc_msg m;
-	int fd;
-
 	(void)arg;
 	if (queued != NULL)
 		return;
-	fd = ipc_connect(SPOOL_QUEUED_SOCK);
-	if (fd == -1) {
-		log_debug("event=queued_unreachable error=%s", log_q(strerror(errno)));
+	queued = proc_connect_queued("smtpd", on_queued_msg, on_queued_close);
+	if (queued == NULL)
 		ev_timer_add(&queued_timer, QUEUED_RETRY_MS);
-		return;
-	}
-	queued = ipc_chan_new(fd, on_queued_msg, on_queued_close, NULL);
-	if (queued == NULL) {
-		close(fd);
-		ev_timer_add(&queued_timer, QUEUED_RETRY_MS);
-		return;
-	}
-	ipc_msg_init(&m, IPC_HELLO);
-	ipc_put_str(&m, "smtpd");
-	ipc_put_u32(&m, (uint32_t)getpid());
-	ipc_send(queued, &m, -1);
-	log_debug("event=queued_connected");
 }
 
 void smtpd_notify_queued(const char *qid)
