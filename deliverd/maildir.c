@@ -12,6 +12,7 @@
  * Delivered-To, as local delivery agents do.
  */
 #include "deliverd.h"
+#include "fdio.h"
 #include "log.h"
 #include "str.h"
 
@@ -120,20 +121,6 @@ static int open_maildir(const char *rel, char *err, size_t errlen)
 	return fd;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Copy the message data, CRLF -> LF. */
 static int copy_body(struct delivery *d, int out)
 {
@@ -159,12 +146,12 @@ static int copy_body(struct delivery *d, int out)
 			}
 			o[k++] = in[i];
 		}
-		if (write_all(out, o, k) == -1)
+		if (fdio_write_all(out, o, k) == -1)
 			return -1;
 		off += (uint64_t)r;
 		left -= (uint64_t)r;
 	}
-	if (pending_cr && write_all(out, "\r", 1) == -1)
+	if (pending_cr && fdio_write_all(out, "\r", 1) == -1)
 		return -1;
 	return 0;
 }
@@ -216,7 +203,7 @@ static void deliver_one(struct delivery *d, struct rcpt_result *r)
 	}
 	int hl = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\nDelivered-To: %s\n", d->env->sender,
 	                  r->addr);
-	if (hl < 0 || write_all(fd, hdr, (size_t)hl) == -1 || copy_body(d, fd) == -1 || fsync(fd) == -1) {
+	if (hl < 0 || fdio_write_all(fd, hdr, (size_t)hl) == -1 || copy_body(d, fd) == -1 || fsync(fd) == -1) {
 		e = errno;
 		str_fmt(err, sizeof(err), "write %s/%s: %s", rel, tpath, strerror(e));
 		unlinkat(dfd, tpath, 0);

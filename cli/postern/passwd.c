@@ -2,6 +2,7 @@
 #include "passwd.h"
 
 #include "config.h"
+#include "fdio.h"
 #include "str.h"
 
 #include <crypt.h>
@@ -178,20 +179,6 @@ static int slurp(const char *path, char **data, size_t *len, struct stat *st, in
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Add or replace NAME's line in path: temp file, fsync, rename. */
 static int update_file(const char *path, const char *name, const char *line)
 {
@@ -226,15 +213,15 @@ static int update_file(const char *path, const char *name, const char *line)
 		size_t l = e ? (size_t)(e - (data + off)) + 1 : len - off;
 		const char *s = data + off;
 		if (l > nl && memcmp(s, name, nl) == 0 && s[nl] == ':') {
-			if (!replaced && write_all(fd, line, strlen(line)) == -1)
+			if (!replaced && fdio_write_all(fd, line, strlen(line)) == -1)
 				goto werr;
 			replaced = 1;
-		} else if (write_all(fd, s, l) == -1 || (e == NULL && write_all(fd, "\n", 1) == -1)) {
+		} else if (fdio_write_all(fd, s, l) == -1 || (e == NULL && fdio_write_all(fd, "\n", 1) == -1)) {
 			goto werr;
 		}
 		off += l;
 	}
-	if (!replaced && write_all(fd, line, strlen(line)) == -1)
+	if (!replaced && fdio_write_all(fd, line, strlen(line)) == -1)
 		goto werr;
 	if (fsync(fd) == -1)
 		goto werr;
