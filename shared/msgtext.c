@@ -1,4 +1,5 @@
 #include "msgtext.h"
+#include "base64.h"
 #include "str.h"
 
 #include <stddef.h>
@@ -605,8 +606,6 @@ static int is_atext(unsigned char c)
 	       strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 int msgtext_phrase(const char *name, char *out, size_t outlen)
 {
 	size_t n = strlen(name), o = 0;
@@ -657,17 +656,9 @@ int msgtext_phrase(const char *name, char *out, size_t outlen)
 		}
 		memcpy(out + o, "=?UTF-8?B?", 10);
 		o += 10;
-		for (size_t j = 0; j < k; j += 3) {
-			unsigned v = (unsigned char)name[i + j] << 16;
-			if (j + 1 < k)
-				v |= (unsigned char)name[i + j + 1] << 8;
-			if (j + 2 < k)
-				v |= (unsigned char)name[i + j + 2];
-			out[o++] = b64[(v >> 18) & 63];
-			out[o++] = b64[(v >> 12) & 63];
-			out[o++] = j + 1 < k ? b64[(v >> 6) & 63] : '=';
-			out[o++] = j + 2 < k ? b64[v & 63] : '=';
-		}
+		/* room was checked above */
+		(void)base64_encode(name + i, k, out + o, outlen - o);
+		o += (k + 2) / 3 * 4;
 		out[o++] = '?';
 		out[o++] = '=';
 		i += k;
