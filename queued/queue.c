@@ -115,6 +115,7 @@ int queue_write_state(struct msg *m)
 		log_error("event=state_write_failed qid=%s error=%s", m->qid, log_q(strerror(errno)));
 		return -1;
 	}
+	m->has_state = 1;
 	return 0;
 }
 
@@ -137,17 +138,17 @@ int queue_takeover(const char *qid)
 	close(fd);
 	struct msg *m = msg_new(&env, env.data_len);
 	spool_env_free(&env);
-	/* A state file may exist if a previous takeover was cut after T5. */
+	/* A state file exists only if an older version's takeover wrote one
+	 * and was cut before its rename; otherwise every recipient is pending
+	 * and nothing needs writing (T2 in spool.h). */
 	int missing;
 	if (spool_state_read(qid, m->nrcpt, &m->st, &missing, err, sizeof(err)) == -1) {
 		spool_state_free(&m->st);
 		spool_state_init(&m->st, qid, m->nrcpt);
-		if (queue_write_state(m) == -1) {
-			queue_msg_free(m);
-			return -1;
-		}
+	} else {
+		m->has_state = 1;
 	}
-	if (spool_move(SPOOL_INCOMING, SPOOL_QUEUE, qid) == -1) {
+	if (spool_rename(SPOOL_INCOMING, SPOOL_QUEUE, qid) == -1) {
 		log_error("event=takeover_failed qid=%s error=%s", qid, log_q(strerror(errno)));
 		queue_msg_free(m);
 		return -1;
@@ -162,7 +163,7 @@ int queue_takeover(const char *qid)
 
 void queue_remove(struct msg *m)
 {
-	if (spool_remove(m->qid) == -1) {
+	if (spool_remove(m->qid, m->has_state) == -1) {
 		log_error("event=remove_failed qid=%s error=%s", m->qid, log_q(strerror(errno)));
 		return;
 	}
@@ -195,18 +196,20 @@ static void load_queued(const char *qid)
 	struct msg *m = msg_new(&env, env.data_len);
 	spool_env_free(&env);
 	if (spool_state_read(qid, m->nrcpt, &m->st, &missing, err, sizeof(err)) == -1) {
-		/* No (or unreadable) state: start over for every recipient.
-		 * At-least-once: a recipient may get the message twice. */
-		log_warn("event=state_rebuilt qid=%s error=%s", qid, log_q(err));
+		/* No state file: every recipient is pending (T2 writes none).
+		 * An unreadable one: start over for every recipient, so a
+		 * recipient may get the message twice (at-least-once). */
 		if (!missing) {
 			char from[64], to[64];
+			log_warn("event=state_rebuilt qid=%s error=%s", qid, log_q(err));
 			str_fmt(from, sizeof(from), SPOOL_STATE "/%s", qid);
 			str_fmt(to, sizeof(to), SPOOL_CORRUPT "/%s.state", qid);
 			rename(from, to);
 		}
 		spool_state_free(&m->st);
 		spool_state_init(&m->st, qid, m->nrcpt);
-		queue_write_state(m);
+	} else {
+		m->has_state = 1;
 	}
 	insert(m);
 	schedule_loaded(m);

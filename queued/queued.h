@@ -31,6 +31,7 @@ struct msg {
 	char **rcpt;                /* owned */
 	size_t nrcpt;
 	struct spool_state st;      /* owned */
+	int has_state;              /* state/QID exists (T5 written at least once) */
 	unsigned jobs_out;          /* jobs queued or running */
 	int queued_ready;           /* on the ready list */
 	int delete_pending;         /* admin asked for deletion during a delivery */

@@ -7,9 +7,9 @@
  * transport and next hop (all local recipients in one job, all relay
  * recipients in one job, one job per domain for MX delivery); jobs wait
  * in a FIFO until a deliverd is idle.  Results update the in-memory state;
- * when the message's last job is done, the state is written (T5) before
- * anything else happens: removal (T4) when every recipient is final, else
- * a retry timer with exponential backoff from retry_min to retry_max.
+ * when the message's last job is done: removal (T4) when every recipient
+ * is final (after the DSNs it owes), else the state is written (T5) and a
+ * retry timer set with exponential backoff from retry_min to retry_max.
  * Past queue.lifetime, deferred recipients become bounced.
  */
 #include "queued.h"
@@ -378,16 +378,17 @@ static void msg_settle(struct msg *m, int agent_died)
 		}
 		open = 1;
 	}
-	if (open)
-		m->st.next = agent_died ? now + 1 : now + backoff(m->st.attempts);
-	/* Record the results first (T5), then tell the sender: a crash in
-	 * between repeats a DSN at worst, it never loses one. */
-	if (queue_write_state(m) == -1 && open)
-		m->st.next = now + cfg->queue.retry_min;
 	if (!open) {
+		/* Every recipient is final: no state to keep for a retry.  The
+		 * DSNs owed are recorded before the removal (settle_final). */
 		schedule_settle_final(m);
 		return;
 	}
+	m->st.next = agent_died ? now + 1 : now + backoff(m->st.attempts);
+	/* Record the results first (T5), then tell the sender: a crash in
+	 * between repeats a DSN at worst, it never loses one. */
+	if (queue_write_state(m) == -1)
+		m->st.next = now + cfg->queue.retry_min;
 	if (notify(m, now))
 		queue_write_state(m);
 	stats_add(STAT_MSG_DEFERRED, 1);

@@ -253,7 +253,8 @@ int spool_submit_write(struct spool_writer *w, const void *p, size_t n)
 	return wput(w, p, n);
 }
 
-int spool_submit_commit(struct spool_writer *w)
+/* Trailer, flush, optionally fsync, close, rename tmp/Q -> incoming/Q. */
+static int submit_close(struct spool_writer *w, int sync)
 {
 	char from[64], to[64];
 
@@ -262,7 +263,7 @@ int spool_submit_commit(struct spool_writer *w)
 		errno = w->err;
 		return -1;
 	}
-	if (fsync(w->fd) == -1) {
+	if (sync && fsync(w->fd) == -1) {
 		w->err = errno;
 		return -1;
 	}
@@ -278,16 +279,36 @@ int spool_submit_commit(struct spool_writer *w)
 		w->err = errno;
 		return -1;
 	}
+	return 0;
+}
+
+int spool_submit_commit(struct spool_writer *w)
+{
+	if (submit_close(w, 1) == -1)
+		return -1;
 	if (spool_fsync_dir(SPOOL_INCOMING) == -1) {
 		/* The rename may not be durable: take it back so the client's
 		 * 451 is true.  If the unlink fails too, queued may deliver a
 		 * message the client will retry: a duplicate, never a loss. */
 		w->err = errno;
-		unlink(to);
+		spool_submit_withdraw(w->qid);
 		errno = w->err;
 		return -1;
 	}
 	return 0;
+}
+
+int spool_submit_finish(struct spool_writer *w)
+{
+	return submit_close(w, 0);
+}
+
+void spool_submit_withdraw(const char *qid)
+{
+	char path[64];
+
+	str_fmt(path, sizeof(path), SPOOL_INCOMING "/%s", qid);
+	unlink(path);
 }
 
 void spool_submit_abort(struct spool_writer *w)
@@ -698,13 +719,26 @@ int spool_move(const char *from_dir, const char *to_dir, const char *qid)
 	return spool_fsync_dir(from_dir);
 }
 
-int spool_remove(const char *qid)
+int spool_rename(const char *from_dir, const char *to_dir, const char *qid)
+{
+	char from[64], to[64];
+
+	str_fmt(from, sizeof(from), "%s/%s", from_dir, qid);
+	str_fmt(to, sizeof(to), "%s/%s", to_dir, qid);
+	return rename(from, to);
+}
+
+int spool_remove(const char *qid, int has_state)
 {
 	char path[64];
 
 	str_fmt(path, sizeof(path), SPOOL_QUEUE "/%s", qid);
 	if (unlink(path) == -1 && errno != ENOENT)
 		return -1;
+	if (!has_state)
+		return 0;
+	/* The message must be gone before its state: the reverse order could
+	 * bring it back with every recipient pending again. */
 	if (spool_fsync_dir(SPOOL_QUEUE) == -1)
 		return -1;
 	str_fmt(path, sizeof(path), SPOOL_STATE "/%s", qid);

@@ -18,17 +18,38 @@
  *
  * Transitions (the only ones; all renames are within one filesystem):
  *
- *   T1 submit   (smtpd, spool_submit_*): create tmp/Q O_EXCL, write header,
- *               data and end marker, fsync(file), rename tmp/Q incoming/Q,
- *               fsync(incoming/).  Only now may the client get 250.
- *   T2 takeover (queued): parse and re-validate incoming/Q; write state/Q
- *               (T5); rename incoming/Q queue/Q; fsync(queue/), fsync(incoming/).
+ *   T1 submit   (smtpd): create tmp/Q O_EXCL, write header, data and
+ *               end marker, close, rename tmp/Q incoming/Q, then take a
+ *               group-commit ticket (shared/gcommit.h): one syncfs() of the
+ *               spool's file system makes this file's data and both
+ *               directory entries durable, together with every message
+ *               finished meanwhile.  Only once that has returned may the
+ *               client get 250 (and queued hear of Q).  If it fails,
+ *               incoming/Q is unlinked and the client gets 451.  The
+ *               one-at-a-time form (spool_submit_commit: DSNs, sendmail
+ *               pickup) fsyncs the file before the rename and incoming/
+ *               after it.  Until the commit returns, queued's 5-second
+ *               scan of incoming/ may already see Q: at worst a message
+ *               whose client got 451 is delivered too (a duplicate when the
+ *               client retries, never a loss).
+ *   T2 takeover (queued): parse and re-validate incoming/Q, rename it to
+ *               queue/Q.  Nothing is written or synced: a message without
+ *               a state file has every recipient pending, so a rename lost
+ *               in a crash only makes queued take Q over again.
  *   T3 corrupt  (queued): rename X/Q corrupt/Q; fsync both dirs; log it.
  *   T4 finish   (queued): every recipient delivered or bounced: unlink
- *               queue/Q, fsync(queue/), then unlink state/Q.
+ *               queue/Q; if Q has a state file, fsync(queue/) and then
+ *               unlink state/Q.  A message that never needed a state file
+ *               is removed without any sync: if a crash loses the unlink,
+ *               the message comes back whole and is delivered again
+ *               (at-least-once), which is all a state file would buy.
  *   T5 state    (queued): write tmp/Q.state, fsync, rename to state/Q,
- *               fsync(state/).  Done after each delivery attempt, before
- *               anything that depends on the result.
+ *               fsync(state/).  Only when there is something to remember
+ *               after a delivery attempt: a recipient deferred (the retry
+ *               time, attempts, the last error), a DSN sent, hold/release;
+ *               always before anything that depends on it.  A message
+ *               delivered to every recipient at its first attempt never
+ *               has one.
  *   T6 drop     (postern-sendmail, any local user): create drop/.R.tmp
  *               (R = 32 hex digits from getrandom(), O_EXCL, mode 0644 so
  *               queued can read it: the unlistable directory and the
@@ -46,10 +67,12 @@
  *
  * Recovery (queued at start; any process may have been killed anywhere):
  *   incoming/Q, no state/Q  -> T2 as usual
- *   incoming/Q and state/Q  -> T2 was cut after T5: finish the rename
+ *   incoming/Q and state/Q  -> left by older versions whose T2 wrote a
+ *                              state first: T2, keeping the state
+ *   incoming/Q torn         -> its commit never returned (power cut), so
+ *                              no 250 was given: T3 like any torn file
  *   queue/Q and state/Q     -> schedule from the state
- *   queue/Q, no state/Q     -> cannot happen by T2's order; rebuild a fresh
- *                              state (at-least-once) and log a warning
+ *   queue/Q, no state/Q     -> every recipient pending (T2, T4)
  *   state/Q alone           -> T4 was cut: unlink state/Q
  *   tmp/Q                   -> S1, never acknowledged: discarded by master
  *   drop/R                  -> T7 (at start, on inotify, and every 5 s)
@@ -184,8 +207,16 @@ int spool_submit_open(struct spool_writer *w);
 /* Write the header from env (qid is taken from w). */
 int spool_submit_header(struct spool_writer *w, const struct spool_env *env);
 int spool_submit_write(struct spool_writer *w, const void *p, size_t n);
-/* Trailer, fsync, rename into incoming/, fsync dir.  -1 with errno. */
+/* T1 all at once: trailer, fsync, rename into incoming/, fsync dir.
+ * -1 with errno.  For writers off the hot path (DSNs, sendmail pickup). */
 int spool_submit_commit(struct spool_writer *w);
+/* T1 for a group commit: trailer, close, rename into incoming/, no sync.
+ * The file is not durable until a gcommit ticket taken after this call
+ * has completed (shared/gcommit.h); only then may the client get 250.
+ * -1 with errno (the tmp/ file is left for spool_submit_abort()). */
+int spool_submit_finish(struct spool_writer *w);
+/* The group commit failed: remove incoming/QID so the 451 is true. */
+void spool_submit_withdraw(const char *qid);
 void spool_submit_abort(struct spool_writer *w);
 
 /* --- reading message files --- */
@@ -209,6 +240,9 @@ void spool_state_free(struct spool_state *st);
 /* --- T2/T3/T4 helpers --- */
 int spool_move(const char *from_dir, const char *to_dir, const char *qid);
 int spool_fsync_dir(const char *dir);
-int spool_remove(const char *qid);
+/* rename dir/QID without any sync (T2). */
+int spool_rename(const char *from_dir, const char *to_dir, const char *qid);
+/* T4: has_state says whether state/QID may exist. */
+int spool_remove(const char *qid, int has_state);
 
 #endif

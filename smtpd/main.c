@@ -6,10 +6,12 @@
 #include "smtpd.h"
 #include "log.h"
 #include "proc.h"
+#include "gcommit.h"
 #include "stats.h"
 #include "str.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -337,6 +339,11 @@ int main(int argc, char **argv)
 	stats_init(master);
 	stats_set(STAT_SMTP_CONN_CURRENT, 0);
 	dnsbl_init();   /* only when smtpd.dnsbl lists zones */
+	/* Our working directory is the spool: syncfs() on it is the group
+	 * commit (T1 in spool.h). */
+	int spool_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (spool_fd == -1 || gcommit_start(spool_fd, session_commit_done) == -1)
+		log_fatal(EX_OSERR, "event=fatal what=group_commit error=%s", log_q(strerror(errno)));
 	ev_timer_init(&queued_timer, queued_connect, NULL);
 	queued_connect(NULL);
 	for (size_t i = 0; i < nlisteners; i++) {

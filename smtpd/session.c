@@ -27,6 +27,7 @@
 #include "log.h"
 #include "stats.h"
 #include "smtp_line.h"
+#include "gcommit.h"
 #include "str.h"
 
 #include <errno.h>
@@ -42,6 +43,8 @@ tls_ctx *smtpd_tls;
 static struct session *sessions;
 static size_t nsessions;
 static unsigned long next_id = 1;
+/* Messages waiting for their group commit, in ticket order. */
+static struct commit_wait *commit_head, **commit_tail = &commit_head;
 static int shutting_down;
 
 static void session_io(int fd, int events, void *arg);
@@ -234,6 +237,8 @@ void session_resume(struct session *s, const char *reply, int close_after)
 
 void session_free(struct session *s)
 {
+	if (s->commit)
+		s->commit->s = NULL;   /* the commit still ends, and is logged */
 	dnsbl_cancel(s);
 	reset_transaction(s);
 	ev_timer_del(&s->timer);
@@ -644,10 +649,17 @@ static void cmd_data(struct session *s, char *arg)
 	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
+static const char *spool_err_reply(int e)
+{
+	return e == ENOSPC || e == EDQUOT ? "452 4.3.1 Insufficient system storage"
+	                                  : "451 4.3.0 Error: queue file write error";
+}
+
+static void commit_finish(struct commit_wait *cw, int err);
+
 static void data_done(struct session *s)
 {
 	struct spool_writer *w = s->w;
-	char qid[QID_MAX];
 
 	s->state = SS_READY;
 	if (s->dr.err != DATA_OK) {
@@ -660,26 +672,85 @@ static void data_done(struct session *s)
 	}
 	if (!s->hdr.done)
 		complete_headers(s);   /* a message that is all header section */
-	if (s->dr.sink_failed || spool_submit_commit(w) == -1) {
+	if (s->dr.sink_failed || spool_submit_finish(w) == -1) {
 		int e = w->err ? w->err : errno;
 		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
 		log_error("event=spool_error client=%s qid=%s what=commit error=%s", s->ip, w->qid,
 		          log_q(strerror(e)));
-		session_reply(s, "%s", e == ENOSPC || e == EDQUOT
-		                           ? "452 4.3.1 Insufficient system storage"
-		                           : "451 4.3.0 Error: queue file write error");
+		session_reply(s, "%s", spool_err_reply(e));
 		reset_transaction(s);
 		return;
 	}
-	str_copy(qid, w->qid, sizeof(qid));
+	/* The file is in incoming/; the 250 waits for a group commit that
+	 * covers it (T1 in spool.h).  Input stays unread until then, so
+	 * pipelined commands are answered in order. */
+	struct commit_wait *cw = xcalloc(1, sizeof(*cw));
+	cw->s = s;
+	str_copy(cw->qid, w->qid, sizeof(cw->qid));
+	str_copy(cw->ip, s->ip, sizeof(cw->ip));
+	str_copy(cw->helo, s->helo, sizeof(cw->helo));
+	str_copy(cw->sender, s->sender.text, sizeof(cw->sender));
+	cw->nrcpt = s->nrcpt;
+	cw->size = s->dr.size;
 	free(s->w);
 	s->w = NULL;
-	stats_add(STAT_SMTP_ACCEPTED, 1);
-	log_info("event=accepted qid=%s client=%s helo=%s from=<%s> nrcpt=%zu size=%llu", qid, s->ip,
-	         log_q(s->helo), s->sender.text, s->nrcpt, (unsigned long long)s->dr.size);
-	smtpd_notify_queued(qid);
-	session_reply(s, "250 2.0.0 Ok: queued as %s", qid);
 	reset_transaction(s);
+	s->commit = cw;
+	int err, now = gcommit_ticket(&cw->ticket, &err);
+	if (now) {
+		commit_finish(cw, err);
+		return;
+	}
+	*commit_tail = cw;
+	commit_tail = &cw->next;
+}
+
+/* The group commit for cw is over: tell the client and queued. */
+static void commit_finish(struct commit_wait *cw, int err)
+{
+	struct session *s = cw->s;
+
+	if (s)
+		s->commit = NULL;
+	if (err != 0) {
+		spool_submit_withdraw(cw->qid);
+		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
+		log_error("event=spool_error client=%s qid=%s what=commit error=%s", cw->ip, cw->qid,
+		          log_q(strerror(err)));
+		if (s)
+			session_reply(s, "%s", spool_err_reply(err));
+	} else {
+		stats_add(STAT_SMTP_ACCEPTED, 1);
+		log_info("event=accepted qid=%s client=%s helo=%s from=<%s> nrcpt=%zu size=%llu%s",
+		         cw->qid, cw->ip, log_q(cw->helo), cw->sender, cw->nrcpt,
+		         (unsigned long long)cw->size, s ? "" : " note=\"client gone before the 250\"");
+		smtpd_notify_queued(cw->qid);
+		if (s)
+			session_reply(s, "250 2.0.0 Ok: queued as %s", cw->qid);
+	}
+	free(cw);
+}
+
+void session_commit_done(uint64_t upto, int err)
+{
+	while (commit_head && commit_head->ticket <= upto) {
+		struct commit_wait *cw = commit_head;
+		struct session *s = cw->s;
+		commit_head = cw->next;
+		if (commit_head == NULL)
+			commit_tail = &commit_head;
+		commit_finish(cw, err);
+		if (s)
+			session_run(s);   /* replies out, pipelined input on */
+	}
+}
+
+size_t session_commits_pending(void)
+{
+	size_t n = 0;
+	for (struct commit_wait *cw = commit_head; cw; cw = cw->next)
+		n++;
+	return n;
 }
 
 static void cmd_rset(struct session *s, char *arg)
@@ -778,7 +849,7 @@ static void command(struct session *s, const char *p, size_t len)
 static int process(struct session *s)
 {
 	while (s->state != SS_CLOSING) {
-		if (s->starttls || s->delayed || s->tls_state == SESSION_TLS_HANDSHAKE)
+		if (s->starttls || s->delayed || s->commit || s->tls_state == SESSION_TLS_HANDSHAKE)
 			return 0;
 		if (buf_used(&s->out) >= SMTPD_OUT_PAUSE)
 			return 1;
@@ -981,7 +1052,7 @@ static void session_run(struct session *s)
 {
 	for (;;) {
 		int paused = process(s);
-		if (shutting_down && s->state != SS_DATA && s->state != SS_CLOSING &&
+		if (shutting_down && s->state != SS_DATA && s->state != SS_CLOSING && !s->commit &&
 		    s->tls_state != SESSION_TLS_HANDSHAKE) {
 			session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
 			s->state = SS_CLOSING;
@@ -1047,7 +1118,7 @@ void session_shutdown_all(void)
 	shutting_down = 1;
 	for (s = sessions; s; s = n) {
 		n = s->next;
-		if (s->state == SS_DATA)
+		if (s->state == SS_DATA || s->commit)
 			continue;   /* let it finish; it gets 421 after its reply */
 		session_reply(s, "421 4.3.2 %s Service shutting down", cfg->hostname);
 		s->state = SS_CLOSING;

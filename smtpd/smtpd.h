@@ -56,6 +56,21 @@ struct listener {
 	int port;
 };
 
+/* A message whose file is in incoming/ and whose 250 waits for the
+ * group commit (shared/gcommit.h).  It outlives its session if the client
+ * goes away meanwhile: the commit still ends and queued still hears. */
+struct commit_wait {
+	uint64_t ticket;
+	struct session *s;          /* NULL once the session is gone */
+	char qid[QID_MAX];
+	char ip[64];
+	char helo[256];
+	char sender[ADDR_PATH_MAX + 1];
+	size_t nrcpt;
+	uint64_t size;
+	struct commit_wait *next;
+};
+
 struct session {
 	int fd;
 	struct sockaddr_storage peer;
@@ -76,6 +91,7 @@ struct session {
 	int skipping;               /* discarding the rest of an over-long line */
 	struct ev_timer timer;
 	struct spool_writer *w;
+	struct commit_wait *commit; /* waiting for the group commit: input paused */
 	struct data_reader dr;
 	struct {
 		int done;               /* header section over (or not tracked) */
@@ -133,6 +149,9 @@ size_t session_count(void);
 struct session *session_first(void);   /* newest session (tests, fuzzing) */
 /* Feed input bytes to a session as if read from the socket (tests, fuzz). */
 void session_process(struct session *s);
+/* gcommit done callback: finish the messages whose commit returned. */
+void session_commit_done(uint64_t upto, int err);
+size_t session_commits_pending(void);
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Hold input processing for ms, then send reply (and close if asked). */
 void session_delay(struct session *s, unsigned ms, const char *reply, int close_after);

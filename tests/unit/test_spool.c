@@ -883,21 +883,36 @@ static void test_move_remove_purge(void)
 	spool_state_init(&st, qid, 1);
 	CHECK_EQ_INT(spool_state_write(&st), 0);
 	spool_state_free(&st);
-	CHECK_EQ_INT(spool_remove(qid), 0);
+	CHECK_EQ_INT(spool_remove(qid, 1), 0);
 	CHECK(!exists(path));
 	snprintf(path, sizeof(path), "state/%s", qid);
 	CHECK(!exists(path));
-	CHECK_EQ_INT(spool_remove(qid), 0);   /* both gone already: fine */
+	CHECK_EQ_INT(spool_remove(qid, 1), 0);   /* both gone already: fine */
 	/* state/Q alone (T4 cut after the first unlink) */
 	spool_state_init(&st, qid, 1);
 	CHECK_EQ_INT(spool_state_write(&st), 0);
 	spool_state_free(&st);
-	CHECK_EQ_INT(spool_remove(qid), 0);
+	CHECK_EQ_INT(spool_remove(qid, 1), 0);
+	CHECK(!exists(path));
+	/* T2 as queued does it now (no sync), and T4 with has_state 0:
+	 * only queue/Q goes; a state/Q it was not told of stays. */
+	CHECK_EQ_INT(submit(&env, "x\r\n", 3, qid), 0);
+	CHECK_EQ_INT(spool_rename("incoming", "queue", qid), 0);
+	CHECK_EQ_INT(spool_rename("incoming", "queue", qid), -1);
+	spool_state_init(&st, qid, 1);
+	CHECK_EQ_INT(spool_state_write(&st), 0);
+	spool_state_free(&st);
+	CHECK_EQ_INT(spool_remove(qid, 0), 0);
+	snprintf(path, sizeof(path), "queue/%s", qid);
+	CHECK(!exists(path));
+	snprintf(path, sizeof(path), "state/%s", qid);
+	CHECK(exists(path));
+	CHECK_EQ_INT(spool_remove(qid, 1), 0);
 	CHECK(!exists(path));
 	/* queue/Q is a directory: unlink fails with something other than ENOENT */
 	snprintf(path, sizeof(path), "queue/%s", qid);
 	CHECK_EQ_INT(mkdir(path, 0700), 0);
-	CHECK_EQ_INT(spool_remove(qid), -1);
+	CHECK_EQ_INT(spool_remove(qid, 0), -1);
 	rmdir(path);
 
 	CHECK_EQ_INT(spool_fsync_dir("queue"), 0);
