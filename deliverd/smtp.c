@@ -505,26 +505,35 @@ int smtp_attempt(struct delivery *d, const struct smtp_target *t)
 	int pipelining, accepted = 0;
 
 	struct caps caps;
-	int reused = 0;
+	int reused = 0, rset_pending = 0;
 
 	c.timeout_ms = cfg->queue.reply_timeout * 1000;
 	if (t->relay && cache.fd >= 0 && cache_port == t->port && strcmp(cache_host, t->host) == 0) {
-		/* Reuse: RSET proves the connection still works (RFC 5321 4.1.1.5). */
+		/* Reuse: RSET proves the connection still works (RFC 5321
+		 * 4.1.1.5).  With PIPELINING it goes in the same write as the
+		 * envelope, saving a round trip per message; if its reply does
+		 * not come, nothing was committed and we start over on a new
+		 * connection. */
 		c = cache;
 		c.t = t;
 		caps = cache_caps;
 		cache.fd = -1;
 		memset(&cache.in, 0, sizeof(cache.in));
-		if (send_all(&c, "RSET\r\n", 6, "RSET") == 0 && read_reply(&c, &r, "RSET") == 0 &&
-		    r.code == 250) {
+		if (caps.pipelining) {
+			reused = rset_pending = 1;
+		} else if (send_all(&c, "RSET\r\n", 6, "RSET") == 0 && read_reply(&c, &r, "RSET") == 0 &&
+		           r.code == 250) {
 			reused = 1;
-			str_copy(d->relay, c.name, sizeof(d->relay));
-			log_debug("event=connection_reused relay=%s qid=%s", log_q(c.name), d->qid);
 		} else {
 			conn_close(&c);
 			c.fd = -1;
 		}
+		if (reused) {
+			str_copy(d->relay, c.name, sizeof(d->relay));
+			log_debug("event=connection_reused relay=%s qid=%s", log_q(c.name), d->qid);
+		}
 	}
+reconnect:
 	if (!reused) {
 		int opened = conn_open(&c, t->host, t->addr, t->port);
 		str_copy(d->relay, c.name, sizeof(d->relay));
@@ -585,6 +594,8 @@ int smtp_attempt(struct delivery *d, const struct smtp_target *t)
 	/* Envelope: MAIL, RCPT..., DATA; in one write with PIPELINING. */
 	struct buf env;
 	buf_init(&env, 1 << 20);
+	if (rset_pending)
+		buf_appendf(&env, "RSET\r\n");
 	/* relay.rewrite_sender: providers that want the login's own address;
 	 * the null sender of a bounce stays null. */
 	buf_appendf(&env, "MAIL FROM:<%s>",
@@ -603,11 +614,23 @@ int smtp_attempt(struct delivery *d, const struct smtp_target *t)
 			buf_appendf(&env, "RCPT TO:<%s>\r\n", d->r[i].addr);
 		buf_appendf(&env, "DATA\r\n");
 	}
-	if (send_all(&c, buf_head(&env), pipelining ? buf_used(&env) : mail_len, "MAIL FROM") == -1) {
-		buf_free(&env);
-		goto lost;
-	}
+	int sent = send_all(&c, buf_head(&env), pipelining ? buf_used(&env) : mail_len, "MAIL FROM");
 	buf_free(&env);
+	if (rset_pending) {
+		rset_pending = 0;
+		if (sent == -1 || read_reply(&c, &r, "RSET") == -1 || r.code != 250) {
+			/* The kept connection is gone (the server timed it out):
+			 * nothing of this transaction counts; open a new one. */
+			log_debug("event=connection_stale relay=%s qid=%s", log_q(c.name), d->qid);
+			conn_close(&c);
+			c.fd = -1;
+			c.err[0] = '\0';
+			reused = 0;
+			goto reconnect;
+		}
+	}
+	if (sent == -1)
+		goto lost;
 	if (read_reply(&c, &r, "MAIL FROM") == -1)
 		goto lost;
 	if (class_of(r.code) != 2) {

@@ -251,7 +251,18 @@ def test_cached_connection_closed_by_the_server_is_replaced():
     """The upstream hangs up after each transaction: the connection
     deliverd kept for reuse is dead, so the next message must go over a
     new one without a deferral."""
-    up = ScriptedUpstream(close_after_data=lambda conn: True)
+    _cached_connection_closed(pipelining=False)
+
+
+def test_cached_connection_closed_with_pipelined_rset_is_replaced():
+    """The same with PIPELINING, where the RSET that probes a kept
+    connection travels in one write with MAIL, RCPT and DATA: its missing
+    reply must send the whole envelope again over a new connection."""
+    _cached_connection_closed(pipelining=True)
+
+
+def _cached_connection_closed(pipelining):
+    up = ScriptedUpstream(pipelining=pipelining, close_after_data=lambda conn: True)
     with relayed(up, settings=FAST) as inst:
         q1 = inst.send_ok(SENDER, ["c1@example.net"], make_message(subject="cached-1"))
         up.wait_messages(1)
