@@ -82,6 +82,7 @@ static const struct key keys[] = {
 	U64("queue.min_free", queue.min_free, 0, 0, (int64_t)1 << 50),
 	INT("queue.concurrency", queue.concurrency, 20, 1, 1000),
 	INT("queue.per_destination", queue.per_destination, 5, 1, 1000),
+	INT("queue.max_idle", queue.max_idle, 60, 1, 86400),
 	INT("queue.connect_timeout", queue.connect_timeout, 30, 1, 3600),
 	INT("queue.reply_timeout", queue.reply_timeout, 300, 1, 3600),
 	LIST("dns.servers", dns.servers),
@@ -595,6 +596,11 @@ int config_log_level(const struct config *cfg, const char *component)
 		if (strcmp(component, log_components[i]) == 0)
 			return cfg->log.comp_level[i];
 	return cfg->log.level;
+}
+
+int config_pool_min(const struct config *cfg)
+{
+	return cfg->queue.concurrency < CONFIG_POOL_MIN ? cfg->queue.concurrency : CONFIG_POOL_MIN;
 }
 
 int config_is_local_domain(const struct config *cfg, const char *domain)

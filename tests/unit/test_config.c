@@ -86,6 +86,9 @@ static void test_errors(void)
 		{ "dns = { mx_port = 65536; };\n", 1, "'dns.mx_port' = 65536 is out of range [1, 65535]" },
 		{ "queue = { warn_after = -1; };\n", 1,
 		  "'queue.warn_after' = -1 is out of range [0, 31536000]" },
+		{ "queue = { max_idle = 0; };\n", 1, "'queue.max_idle' = 0 is out of range [1, 86400]" },
+		{ "queue = { max_idle = 86401; };\n", 1,
+		  "'queue.max_idle' = 86401 is out of range [1, 86400]" },
 		/* enums */
 		{ "log = {\n level = \"loud\";\n};\n", 2,
 		  "'log.level' = \"loud\" is not one of: debug, info, warn, error" },
@@ -243,6 +246,8 @@ static void test_defaults(void)
 	CHECK_EQ_U64(cfg->queue.min_free, 0);
 	CHECK_EQ_INT(cfg->queue.concurrency, 20);
 	CHECK_EQ_INT(cfg->queue.per_destination, 5);
+	CHECK_EQ_INT(cfg->queue.max_idle, 60);
+	CHECK_EQ_INT(config_pool_min(cfg), CONFIG_POOL_MIN);
 	CHECK_EQ_INT(cfg->queue.connect_timeout, 30);
 	CHECK_EQ_INT(cfg->queue.reply_timeout, 300);
 	CHECK_EQ_U64(cfg->dns.servers.n, 0);
@@ -298,7 +303,7 @@ static void test_full(void)
 	    "};\n"
 	    "queue = { retry_min = 60; retry_max = 60; lifetime = 3600;\n"
 	    "          warn_after = 0; min_free = 1048576;\n"
-	    "          concurrency = 3; per_destination = 1;\n"
+	    "          concurrency = 3; per_destination = 1; max_idle = 86400;\n"
 	    "          connect_timeout = 10; reply_timeout = 20; };\n"
 	    "dns = { servers = [ \"192.0.2.53\" ]; timeout = 2; mx_port = 2525; ip_version = \"ipv4\"; };\n"
 	    "metrics = { listen = \"127.0.0.1:9925\"; };\n"
@@ -380,6 +385,8 @@ static void test_full(void)
 	CHECK_EQ_U64(cfg->queue.min_free, 1048576);
 	CHECK_EQ_INT(cfg->queue.concurrency, 3);
 	CHECK_EQ_INT(cfg->queue.per_destination, 1);
+	CHECK_EQ_INT(cfg->queue.max_idle, 86400);
+	CHECK_EQ_INT(config_pool_min(cfg), 2);
 	CHECK_EQ_INT(cfg->queue.connect_timeout, 10);
 	CHECK_EQ_INT(cfg->queue.reply_timeout, 20);
 	CHECK_EQ_U64(cfg->dns.servers.n, 1);
@@ -430,6 +437,32 @@ static void test_small_cases(void)
 		CHECK_EQ_U64(cfg->smtpd.mynetworks.n, cases[i].nmynet);
 		CHECK_EQ_U64(cfg->local.domains.n, cases[i].nlocal);
 		CHECK_EQ_U64(cfg->nlisten, cases[i].nlisten);
+		config_free(cfg);
+	}
+}
+
+/* The deliverd pool's floor follows queue.concurrency when that is smaller. */
+static void test_pool_min(void)
+{
+	static const struct {
+		const char *text;
+		int min;
+	} cases[] = {
+		{ "queue = { concurrency = 1; };\n", 1 },
+		{ "queue = { concurrency = 2; };\n", 2 },
+		{ "queue = { concurrency = 3; };\n", CONFIG_POOL_MIN },
+		{ "queue = { concurrency = 1000; };\n", CONFIG_POOL_MIN },
+	};
+
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		char err[512] = "";
+		struct config *cfg;
+		ROW("%zu: %s", i, cases[i].text);
+		cfg = load(cases[i].text, err, sizeof(err));
+		CHECK(cfg != NULL);
+		if (cfg == NULL)
+			continue;
+		CHECK_EQ_INT(config_pool_min(cfg), cases[i].min);
 		config_free(cfg);
 	}
 }
@@ -551,6 +584,7 @@ int main(int argc, char **argv)
 	RUN(test_defaults);
 	RUN(test_full);
 	RUN(test_small_cases);
+	RUN(test_pool_min);
 	RUN(test_files);
 	RUN(test_long_dir);
 	RUN(test_names);
