@@ -38,6 +38,11 @@ enum ipc_type {
 	IPC_USERS_FD,      /* master -> smtpd: auth_users path (str) + the file opened by root */
 	IPC_TLS_PEM,       /* master -> smtpd: certificate chain and key, PEM text (str, str) */
 	IPC_STATS,         /* child -> master: n (u32), n x (stat id u32, value u64); shared/stats.h */
+	/* The deliverd pool (docs/architecture.md, "The deliverd pool"): */
+	IPC_SPAWN,         /* queued -> master: one more deliverd, please; connected (u32) */
+	IPC_RETIRE,        /* deliverd -> queued: idle for queue.max_idle, may I exit? (no fields) */
+	IPC_RETIRE_REPLY,  /* queued -> deliverd: ok (u32); 1: removed from the pool, exit */
+	IPC_RETIRED,       /* deliverd -> master: exiting 0, do not replace me; idle seconds (u32) */
 };
 
 struct ipc_msg {
