@@ -16,6 +16,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -23,13 +24,18 @@
 #define QUEUED_RETRY_MS 250
 #define STOP_GRACE_MS 10000
 #define IP_HASH 4096
+/* Out of descriptors or memory: stop accepting this long, so a full
+ * process neither spins on a listener that stays readable nor floods
+ * the log; the kernel's backlog holds the clients meanwhile. */
+#define ACCEPT_PAUSE_MS 1000
 
 struct config *cfg;
 static struct listener listeners[CONFIG_LISTEN_MAX];
 static size_t nlisteners;
 static struct ipc_chan *master;
 static struct ipc_chan *queued;
-static struct ev_timer queued_timer, stop_timer;
+static struct ev_timer queued_timer, stop_timer, accept_timer;
+static int accept_paused;
 static int stopping;
 
 /* Connections per client address, for max_connections_per_ip. */
@@ -120,6 +126,64 @@ void smtpd_notify_queued(const char *qid)
 	ipc_send(queued, &m, -1);
 }
 
+static void on_accept(int fd, int events, void *arg);
+
+static void resume_accept(void *arg)
+{
+	(void)arg;
+	accept_paused = 0;
+	if (stopping)
+		return;
+	for (size_t i = 0; i < nlisteners; i++)
+		if (ev_add(listeners[i].fd, EV_READ, on_accept, &listeners[i]) == -1)
+			log_error("event=accept_resume_failed listener=%s:%d", listeners[i].address,
+			          listeners[i].port);
+	log_info("event=accept_resumed sessions=%zu", session_count());
+}
+
+static void pause_accept(const struct listener *l, int err)
+{
+	struct rlimit rl;
+
+	if (accept_paused)
+		return;
+	accept_paused = 1;
+	for (size_t i = 0; i < nlisteners; i++)
+		ev_del(listeners[i].fd);
+	getrlimit(RLIMIT_NOFILE, &rl);
+	log_warn("event=accept_paused listener=%s:%d error=%s sessions=%zu open_files_limit=%llu "
+	         "pause_ms=%d note=\"raise the open-files limit (LimitNOFILE) or lower "
+	         "smtpd.max_connections\"",
+	         l->address, l->port, log_q(strerror(err)), session_count(),
+	         (unsigned long long)rl.rlim_cur, ACCEPT_PAUSE_MS);
+	ev_timer_add(&accept_timer, ACCEPT_PAUSE_MS);
+}
+
+/* Each session needs a socket, and one spool file while in DATA: make
+ * sure smtpd.max_connections fits the open-files limit, raising the soft
+ * limit towards the hard one, and say so at start when it cannot. */
+static void fit_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t want = 2 * (rlim_t)cfg->smtpd.max_connections + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= want)
+		return;
+	rlim_t cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	if (cur > rl.rlim_cur) {
+		rl.rlim_cur = cur;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("event=nofile_raise_failed error=%s", log_q(strerror(errno)));
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		log_warn("event=nofile_too_low open_files_limit=%llu max_connections=%d needed=%llu "
+		         "note=\"connections beyond the limit wait in the kernel's backlog; raise "
+		         "LimitNOFILE (hard limit) or lower smtpd.max_connections\"",
+		         (unsigned long long)rl.rlim_cur, cfg->smtpd.max_connections,
+		         (unsigned long long)want);
+}
+
 static void on_accept(int fd, int events, void *arg)
 {
 	struct listener *l = arg;
@@ -132,6 +196,10 @@ static void on_accept(int fd, int events, void *arg)
 		char ip[64];
 
 		if (c == -1) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				pause_accept(l, errno);
+				return;
+			}
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED && errno != EINTR)
 				log_warn("event=accept_failed listener=%s:%d error=%s", l->address, l->port,
 				         log_q(strerror(errno)));
@@ -242,6 +310,7 @@ static void on_signal(int sig)
 	case SIGHUP: {
 		if (proc_reload_swap(&cfg)) {
 			policy_load();
+			fit_nofile();
 			reload_secrets();
 		}
 		break;
@@ -345,6 +414,8 @@ int main(int argc, char **argv)
 	if (spool_fd == -1 || gcommit_start(spool_fd, session_commit_done) == -1)
 		log_fatal(EX_OSERR, "event=fatal what=group_commit error=%s", log_q(strerror(errno)));
 	ev_timer_init(&queued_timer, queued_connect, NULL);
+	ev_timer_init(&accept_timer, resume_accept, NULL);
+	fit_nofile();
 	queued_connect(NULL);
 	for (size_t i = 0; i < nlisteners; i++) {
 		net_set_nonblock(listeners[i].fd);

@@ -24,6 +24,7 @@ Environment (set by tests/run.py; all optional):
 """
 
 import os
+import resource
 import pwd
 import re
 import shutil
@@ -437,17 +438,21 @@ class Instance:
             raise AssertionError("%s (no event=ready from: %s)" % (e, ", ".join(missing())))
         self._remember_pids()
 
-    def start(self, foreground=True, timeout=15, wait=True):
+    def start(self, foreground=True, timeout=15, wait=True, nofile=None):
         """Start the master.  foreground: Popen `start --foreground` in its
-        own process group; else run `start` (which must daemonize and exit 0)."""
+        own process group; else run `start` (which must daemonize and exit 0).
+        nofile: (soft, hard) RLIMIT_NOFILE for the master and so its
+        children (foreground only)."""
         assert self.proc is None and self.daemon_pid is None, "already started"
+        assert nofile is None or foreground, "nofile needs foreground"
         mark = self.log_mark()
         if foreground:
+            limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
             with open(self._stdout, "ab") as out, open(self._stderr, "ab") as err:
                 self.proc = subprocess.Popen(
                     [bin_path("postern"), "-c", self.conf, "start", "--foreground"],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.dir,
-                    start_new_session=True)
+                    start_new_session=True, preexec_fn=limit)
         else:
             cp = self.cli("start", timeout=timeout)
             if cp.returncode != 0:

@@ -795,3 +795,51 @@ def test_barrage_leaves_others_served():
         subjects = sorted(re.search(rb"Subject: (\S+)", m["content"]).group(1) for m in up.messages)
         assert subjects == sorted(b"good-%d" % i for i in range(sent)), subjects
         health.check()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_pauses_accepting():
+    """smtpd under a hard open-files limit too small for max_connections:
+    it says so at start, and when accept() runs out of descriptors it
+    pauses accepting (one log line per pause) instead of spinning on the
+    listener and flooding the log; once clients leave, new ones are
+    served.  The limit is set on the master, which smtpd inherits; smtpd
+    cannot raise its soft limit past the hard one."""
+    held = []
+    with Instance(settings={"smtpd": {"max_connections_per_ip": 1000}}) as inst:
+        inst.start(nofile=(256, 256))
+        line = inst.wait_log("smtpd", r"\bevent=nofile_too_low\b")
+        kv = postern.parse_kv(line[0] if isinstance(line, list) else line)
+        assert kv["open_files_limit"] == "256" and kv["max_connections"] == "500", kv
+        smtpd = inst.pids()["smtpd"]
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", inst.port), timeout=scaled(5))
+                held.append(s)
+            inst.wait_log("smtpd", r"\bevent=accept_paused\b.*error=\"Too many open files\"")
+            cpu0 = _cpu_seconds(smtpd)
+            time.sleep(2)
+            spent = _cpu_seconds(smtpd) - cpu0
+            assert spent < 0.5, "smtpd used %.2f s of CPU in 2 s while out of descriptors" % spent
+            pauses = inst.find_log("smtpd", r"\bevent=accept_paused\b")
+            assert 1 <= len(pauses) <= 5, "%d accept_paused lines in ~2 s" % len(pauses)
+            assert not inst.find_log("smtpd", r"\bevent=accept_failed\b")
+        finally:
+            for s in held:
+                s.close()
+        # Clients gone: accepting resumes and a transaction goes through.
+        with connect(inst.port) as c:
+            c.do("MAIL FROM:<%s>" % SENDER, 250)
+            c.do("RCPT TO:<fds@localhost>", 250)
+            c.do("DATA", 354)
+            c.send_raw(make_message(subject="after the pause", to="fds@localhost") + b"\r\n.\r\n")
+            c.reply(250, "2.0.0")
+            c.do("QUIT", 221)
+        inst.wait_maildir("fds", 1)
+        inst.wait_log("smtpd", r"\bevent=accept_resumed\b")
+        assert inst.pids()["smtpd"] == smtpd, "smtpd restarted"
