@@ -3,6 +3,16 @@
  * HELLO, and runs the jobs it is given one at a time.  A job is processed
  * synchronously inside the event loop callback, so SIGTERM (read from the
  * signalfd afterwards) lets the current transaction finish first.
+ *
+ * The pool is on demand (docs/architecture.md, "The deliverd pool"): a
+ * deliverd without a job for queue.max_idle seconds closes its kept
+ * smarthost connection and asks queued to retire (IPC_RETIRE).  queued
+ * answers in order on the same channel, so a JOB it sent before it read
+ * the request arrives first and runs, and the answer is then a refusal;
+ * after a yes no JOB can follow.  On yes: IPC_RETIRED to the master (so
+ * it does not restart us), `event=retired idle=Ns`, exit 0.  On no (a job
+ * was on its way, or the pool is at its minimum): ask again after another
+ * max_idle without a job.
  */
 #include "deliverd.h"
 #include "ipc.h"
@@ -22,7 +32,9 @@
 
 struct config *cfg;
 static struct ipc_chan *master, *queued;
-static struct ev_timer retry_timer, idle_timer;
+static struct ev_timer retry_timer, idle_timer, retire_timer;
+static uint64_t idle_since_ms;   /* end of the last job (or connect to queued) */
+static int retiring;             /* IPC_RETIRE sent, no answer yet */
 static int stopping;
 static int in_job;               /* signals wait until the job is over */
 static unsigned held_signals;
@@ -113,6 +125,52 @@ static void run_job(struct ipc_msg *m)
 	free(d.r);
 }
 
+/* Ask to retire `ms` from now (0: now), unless waiting for an answer. */
+static void retire_arm(uint64_t ms)
+{
+	if (queued != NULL && !retiring)
+		ev_timer_add(&retire_timer, ms);
+}
+
+/* No job since idle_since_ms: ask queued whether we may go.  Close the
+ * kept smarthost connection first, so a yes leaves nothing half-done. */
+static void retire_ask(void *arg)
+{
+	(void)arg;
+	if (queued == NULL || retiring || in_job)
+		return;
+	ev_timer_del(&idle_timer);
+	smtp_idle_close();
+	struct ipc_msg m;
+	ipc_msg_init(&m, IPC_RETIRE);
+	if (ipc_send(queued, &m, -1) == 0)
+		retiring = 1;
+}
+
+static void retire_answer(struct ipc_msg *m)
+{
+	uint32_t ok;
+
+	if (!retiring || ipc_get_u32(m, &ok) == -1 || ok > 1 || ipc_end(m) == -1)
+		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected RETIRE_REPLY from queued\"");
+	retiring = 0;
+	if (!ok) {
+		retire_arm((uint64_t)cfg->queue.max_idle * 1000);
+		return;
+	}
+	uint64_t idle_s = (ev_now_ms() - idle_since_ms) / 1000;
+	struct ipc_msg r;
+	/* Synchronously, so it is in the master's socket before our exit. */
+	ipc_msg_init(&r, IPC_RETIRED);
+	ipc_put_u32(&r, (uint32_t)idle_s);
+	ipc_send_sync(ipc_chan_fd(master), &r, -1);
+	ipc_msg_free(&r);
+	smtp_idle_close();
+	mx_shutdown();
+	log_info("event=retired idle=%llus", (unsigned long long)idle_s);
+	exit(0);
+}
+
 static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 {
 	(void)ch;
@@ -121,14 +179,21 @@ static void on_queued_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 		close(m->fd);
 		m->fd = -1;
 	}
+	if (m->type == IPC_RETIRE_REPLY) {
+		retire_answer(m);
+		return;
+	}
 	if (m->type != IPC_JOB)
 		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from queued\"", m->type);
 	ev_timer_del(&idle_timer);
+	ev_timer_del(&retire_timer);
 	in_job = 1;
 	run_job(m);
 	in_job = 0;
 	if (smtp_has_idle())
 		ev_timer_add(&idle_timer, SMTP_IDLE_MS);
+	idle_since_ms = ev_now_ms();
+	retire_arm((uint64_t)cfg->queue.max_idle * 1000);
 	if (stopping) {
 		log_info("event=stopped");
 		exit(0);
@@ -154,6 +219,8 @@ static void on_queued_close(struct ipc_chan *ch, void *arg)
 	(void)arg;
 	ipc_chan_free(queued);
 	queued = NULL;
+	retiring = 0;   /* a new queued knows nothing of the request */
+	ev_timer_del(&retire_timer);
 	if (stopping)
 		exit(0);
 	log_info("event=queued_disconnected");
@@ -166,8 +233,12 @@ static void queued_connect(void *arg)
 	if (queued != NULL)
 		return;
 	queued = proc_connect_queued("deliverd", on_queued_msg, on_queued_close);
-	if (queued == NULL)
+	if (queued == NULL) {
 		ev_timer_add(&retry_timer, QUEUED_RETRY_MS);
+		return;
+	}
+	idle_since_ms = ev_now_ms();
+	retire_arm((uint64_t)cfg->queue.max_idle * 1000);
 }
 
 static void idle_close(void *arg)
@@ -201,6 +272,13 @@ static void on_signal(int sig)
 			smtp_reload();
 			mx_shutdown();
 			mx_init();
+			/* A new queue.max_idle counts from the start of this idle
+			 * spell, not from the reload. */
+			if (ev_timer_armed(&retire_timer)) {
+				uint64_t idle = ev_now_ms() - idle_since_ms;
+				uint64_t max = (uint64_t)cfg->queue.max_idle * 1000;
+				retire_arm(idle >= max ? 0 : max - idle);
+			}
 		}
 		break;
 	}
@@ -227,6 +305,7 @@ int main(int argc, char **argv)
 	stats_init(master);
 	ev_timer_init(&retry_timer, queued_connect, NULL);
 	ev_timer_init(&idle_timer, idle_close, NULL);
+	ev_timer_init(&retire_timer, retire_ask, NULL);
 	mx_init();
 	queued_connect(NULL);
 	proc_ready(master);

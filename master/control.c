@@ -83,6 +83,7 @@ static const char *state_name(const struct child *c)
 	case CH_READY: return "ready";
 	case CH_WAITING: return "throttled";
 	case CH_STOPPED: return "stopped";
+	case CH_UNUSED: return "unused";
 	}
 	return "?";
 }
@@ -101,6 +102,8 @@ static void cmd_status(struct conn *c)
 	            M.stopping ? "stopping" : "running", up, total, "-");
 	for (size_t i = 0; i < M.nchildren; i++) {
 		const struct child *ch = &M.children[i];
+		if (!child_in_use(ch))
+			continue;   /* a deliverd slot the pool does not use now */
 		if (ch->pid > 0)
 			fmt_uptime(ch->started, up, sizeof(up));
 		else
@@ -125,6 +128,8 @@ static void cmd_status_data(struct conn *c)
 	            M.stopping ? "stopping" : "running", (long)(now - M.started), total);
 	for (size_t i = 0; i < M.nchildren; i++) {
 		const struct child *ch = &M.children[i];
+		if (!child_in_use(ch))
+			continue;
 		buf_appendf(&c->out, "%s\t%d\t%s\t%ld\t%u\t%s\n", role_name(ch->role), (int)ch->pid,
 		            state_name(ch), ch->pid > 0 ? (long)(now - ch->started) : -1L, ch->restarts,
 		            ch->last_exit);

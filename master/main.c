@@ -184,13 +184,18 @@ void master_check_ready(void)
 {
 	if (M.ready_announced || M.stopping)
 		return;
-	for (size_t i = 0; i < M.nchildren; i++)
+	size_t n = 0;
+	for (size_t i = 0; i < M.nchildren; i++) {
+		if (!child_in_use(&M.children[i]))
+			continue;
 		if (M.children[i].state != CH_READY)
 			return;
+		n++;
+	}
 	M.ready_announced = 1;
-	log_info("event=ready pid=%d components=%zu", (int)getpid(), M.nchildren);
+	log_info("event=ready pid=%d components=%zu", (int)getpid(), n);
 	char st[128];
-	str_fmt(st, sizeof(st), "ready: %zu components", M.nchildren);
+	str_fmt(st, sizeof(st), "ready: %zu components", n);
 	notify_ready(st);
 	if (M.detach_fd >= 0) {
 		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -326,6 +331,8 @@ int main(int argc, char **argv)
 	if (metrics_open(err, sizeof(err)) == -1)
 		die(EX_UNAVAILABLE, "metrics.listen %s: %s", M.cfg->metrics.listen, err);
 
+	/* One slot per deliverd the pool may grow to (queue.concurrency);
+	 * only the minimum starts now, the rest when queued asks (spawn.c). */
 	M.nchildren = 2 + (size_t)M.cfg->queue.concurrency;
 	M.children = xcalloc(M.nchildren, sizeof(*M.children));
 	/* queued first, so smtpd and deliverd find its socket sooner. */
@@ -334,6 +341,8 @@ int main(int argc, char **argv)
 	for (size_t i = 2; i < M.nchildren; i++) {
 		M.children[i].role = ROLE_DELIVERD;
 		M.children[i].slot = (int)i - 2;
+		if (M.children[i].slot >= config_pool_min(M.cfg))
+			M.children[i].state = CH_UNUSED;
 	}
 	M.started = time(NULL);
 	log_info("event=starting pid=%d config=%s user=%s", (int)getpid(), log_q(M.config_path),

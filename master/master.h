@@ -14,7 +14,9 @@
 #include "ipc.h"
 
 enum role { ROLE_SMTPD = 0, ROLE_QUEUED, ROLE_DELIVERD, ROLE_MAX };
-enum child_state { CH_STARTING = 0, CH_READY, CH_WAITING, CH_STOPPED };
+/* CH_UNUSED: a deliverd slot the on-demand pool does not use now (never
+ * started, or its deliverd retired); not shown by status or metrics. */
+enum child_state { CH_STARTING = 0, CH_READY, CH_WAITING, CH_STOPPED, CH_UNUSED };
 
 struct child {
 	int role;
@@ -26,6 +28,8 @@ struct child {
 	unsigned restarts;
 	unsigned backoff_ms;
 	int restart_requested;     /* `postern restart`: respawn now, no backoff */
+	int retiring;              /* deliverd sent IPC_RETIRED: its exit 0 is not a death */
+	unsigned retired_idle;     /* the idle seconds it reported */
 	char last_exit[64];
 	uint64_t deaths[5];        /* monotonic ms of the last unexpected exits */
 	struct ipc_chan *ch;
@@ -56,6 +60,7 @@ int role_parse(const char *s);
 
 /* spawn.c */
 void spawn_all(void);
+int child_in_use(const struct child *c);      /* not an unused deliverd slot */
 void spawn_child(struct child *c);
 void spawn_reap(void);
 void spawn_restart_role(int role);

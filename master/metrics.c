@@ -139,7 +139,7 @@ static void render(struct buf *o)
 	for (int r = 0; r < ROLE_MAX; r++) {
 		unsigned ready = 0, other = 0;
 		for (size_t i = 0; i < M.nchildren; i++)
-			if (M.children[i].role == r) {
+			if (M.children[i].role == r && child_in_use(&M.children[i])) {
 				if (M.children[i].state == CH_READY && M.children[i].pid > 0)
 					ready++;
 				else

@@ -8,6 +8,16 @@
  * up for a while; one that dies soon after start is respawned with an
  * exponential backoff (Postfix master_spawn.c throttling) so a crash loop
  * is logged and slowed, never spun.  A lost child stops nothing else.
+ *
+ * The deliverd pool is on demand (docs/architecture.md, "The deliverd
+ * pool"): M.children has a slot for each of queue.concurrency deliverd,
+ * and only config_pool_min() of them are started with the rest.  queued
+ * asks for another with IPC_SPAWN when jobs wait and no deliverd is idle;
+ * spawn_on_request() checks the request against the pool and starts one
+ * in a free slot, with spawn_child() like any other child.  A deliverd
+ * that queued let retire says IPC_RETIRED and exits 0: its slot becomes
+ * unused again, not restarted, and its exit counts as no restart and no
+ * death.  Any other exit of a deliverd is supervised as before.
  */
 #include "master.h"
 #include "log.h"
@@ -28,6 +38,77 @@
 #define LOOP_WINDOW_MS 60000 /* ... nor one that died fewer than 5 times in this window */
 #define BACKOFF_FIRST_MS 250
 #define BACKOFF_MAX_MS 60000
+
+int child_in_use(const struct child *c)
+{
+	return c->state != CH_UNUSED;
+}
+
+/* deliverd slots in use (running, starting or waiting to be respawned),
+ * but for `except`; *running: of those, the ones alive that have not
+ * announced their retirement; *waiting: the throttled ones. */
+static unsigned pool_count(const struct child *except, unsigned *running, unsigned *waiting)
+{
+	unsigned used = 0, run = 0, wait = 0;
+
+	for (size_t i = 0; i < M.nchildren; i++) {
+		const struct child *d = &M.children[i];
+		if (d == except || d->role != ROLE_DELIVERD || !child_in_use(d))
+			continue;
+		used++;
+		if (d->pid > 0 && !d->retiring)
+			run++;
+		if (d->state == CH_WAITING)
+			wait++;
+	}
+	if (running)
+		*running = run;
+	if (waiting)
+		*waiting = wait;
+	return used;
+}
+
+/*
+ * IPC_SPAWN: queued has jobs waiting and no idle deliverd; `connected` is
+ * how many deliverd it has.  Start one more only if the pool is below
+ * queue.concurrency and every deliverd we run has reached queued: one that
+ * is still starting will take a job in a moment, so asking again before it
+ * said HELLO (queued re-asks after its wait, or at the next HELLO) must not
+ * fork another.  So the pool grows by at most one process at a time, and a
+ * backlog cannot fork-storm.  Refusals are not answered: queued's request
+ * lapses when the next deliverd connects or after its wait.  Nor does the
+ * pool grow while a deliverd is throttled: one that crash-loops says that
+ * more of them would too.
+ */
+static void spawn_on_request(uint32_t connected)
+{
+	unsigned running, waiting;
+	unsigned used = pool_count(NULL, &running, &waiting);
+	struct child *slot = NULL;
+
+	if (M.stopping)
+		return;
+	for (size_t i = 0; i < M.nchildren && slot == NULL; i++)
+		if (M.children[i].role == ROLE_DELIVERD && !child_in_use(&M.children[i]))
+			slot = &M.children[i];
+	if (slot == NULL || used >= (unsigned)M.cfg->queue.concurrency) {
+		log_debug("event=pool_refused reason=max processes=%u max=%d", used,
+		          M.cfg->queue.concurrency);
+		return;
+	}
+	if (running > connected) {
+		log_debug("event=pool_refused reason=starting processes=%u connected=%u", running,
+		          (unsigned)connected);
+		return;
+	}
+	if (waiting > 0) {
+		log_debug("event=pool_refused reason=throttled throttled=%u", waiting);
+		return;
+	}
+	log_info("event=pool_grow component=deliverd slot=%d processes=%u max=%d", slot->slot, used + 1,
+	         M.cfg->queue.concurrency);
+	spawn_child(slot);
+}
 
 static void on_child_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 {
@@ -58,6 +139,27 @@ static void on_child_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 		}
 		control_admin_reply(m);
 		break;
+	case IPC_SPAWN: {
+		uint32_t connected;
+		if (c->role != ROLE_QUEUED || ipc_get_u32(m, &connected) == -1 || ipc_end(m) == -1) {
+			log_warn("event=ipc_error component=%s pid=%d error=\"bad SPAWN\"", role_name(c->role),
+			         (int)c->pid);
+			return;
+		}
+		spawn_on_request(connected);
+		break;
+	}
+	case IPC_RETIRED: {
+		uint32_t idle;
+		if (c->role != ROLE_DELIVERD || ipc_get_u32(m, &idle) == -1 || ipc_end(m) == -1) {
+			log_warn("event=ipc_error component=%s pid=%d error=\"bad RETIRED\"",
+			         role_name(c->role), (int)c->pid);
+			return;
+		}
+		c->retiring = 1;
+		c->retired_idle = idle;
+		break;
+	}
 	default:
 		log_warn("event=ipc_error component=%s pid=%d error=\"unexpected message %u\"",
 		         role_name(c->role), (int)c->pid, m->type);
@@ -158,6 +260,7 @@ void spawn_child(struct child *c)
 	c->started = time(NULL);
 	c->started_ms = ev_now_ms();
 	c->restart_requested = 0;
+	c->retiring = 0;
 	c->ch = ipc_chan_new(sv[0], on_child_msg, on_child_close, c);
 	if (c->ch == NULL)
 		close(sv[0]);
@@ -169,7 +272,8 @@ void spawn_all(void)
 {
 	for (size_t i = 0; i < M.nchildren; i++) {
 		ev_timer_init(&M.children[i].timer, respawn_timer, &M.children[i]);
-		spawn_child(&M.children[i]);
+		if (child_in_use(&M.children[i]))
+			spawn_child(&M.children[i]);
 	}
 }
 
@@ -191,13 +295,34 @@ static void describe_exit(int status, char *out, size_t len)
 		str_fmt(out, len, "status %d", status);
 }
 
+/* Messages the child sent just before it exited may still be unread when
+ * its SIGCHLD is handled (epoll reports both at once, in any order): read
+ * them first, so a deliverd's IPC_RETIRED is never missed. */
+static void drain_child(struct child *c)
+{
+	struct ipc_msg m;
+
+	if (c->ch == NULL)
+		return;
+	for (int i = 0; i < 64 && ipc_recv_sync(ipc_chan_fd(c->ch), &m, 0) == 0; i++) {
+		on_child_msg(c->ch, &m, c);
+		ipc_msg_free(&m);
+	}
+}
+
 static void child_exited(struct child *c, int status)
 {
 	uint64_t lived = ev_now_ms() - c->started_ms;
 	pid_t old = c->pid;
 
-	describe_exit(status, c->last_exit, sizeof(c->last_exit));
+	drain_child(c);
+	/* Retired: queued let it go and it exited 0.  Not a death: no
+	 * restart, no backoff, and its last exit stays what it was. */
+	int retired = c->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (!retired)
+		describe_exit(status, c->last_exit, sizeof(c->last_exit));
 	c->pid = 0;
+	c->retiring = 0;
 	metrics_child_exited(c);
 	if (c->role == ROLE_QUEUED)
 		control_admin_abort();
@@ -209,6 +334,21 @@ static void child_exited(struct child *c, int status)
 		c->state = CH_STOPPED;
 		log_info("event=exited component=%s pid=%d status=%s", role_name(c->role), (int)old,
 		         log_q(c->last_exit));
+		return;
+	}
+	if (retired) {
+		unsigned left = pool_count(c, NULL, NULL);
+		log_info("event=retired component=%s pid=%d slot=%d idle=%us uptime_ms=%llu processes=%u",
+		         role_name(c->role), (int)old, c->slot, c->retired_idle, (unsigned long long)lived,
+		         left);
+		if (left >= (unsigned)config_pool_min(M.cfg)) {
+			c->state = CH_UNUSED;
+			return;
+		}
+		/* queued keeps the minimum; if its count was off, top up
+		 * (a replacement, not a restart). */
+		c->backoff_ms = 0;
+		spawn_child(c);
 		return;
 	}
 	int expected = c->restart_requested;
@@ -292,7 +432,7 @@ void spawn_stop_all(void)
 		ev_timer_del(&c->timer);
 		if (c->pid > 0)
 			kill(c->pid, SIGTERM);
-		else
+		else if (child_in_use(c))
 			c->state = CH_STOPPED;
 	}
 }

@@ -29,7 +29,9 @@ static void on_worker_close(struct ipc_chan *ch, void *arg)
 	struct worker *w = arg;
 
 	(void)ch;
-	if (w->role == 2) {
+	if (w->role == 2 && w->retired) {
+		log_debug("event=worker_closed pid=%d reason=retired", w->pid);
+	} else if (w->role == 2) {
 		log_info("event=worker_gone pid=%d busy=%s", w->pid, w->job ? "yes" : "no");
 		schedule_worker_gone(w);
 	}
@@ -89,6 +91,22 @@ static void on_worker_msg(struct ipc_chan *ch, struct ipc_msg *m, void *arg)
 			log_fatal(EX_SOFTWARE, "event=fatal error=\"DONE from non-deliverd pid %d\"", w->pid);
 		schedule_done(w, m);
 		break;
+	case IPC_RETIRE: {
+		/* Idle for queue.max_idle: it may go if it holds no job and the
+		 * pool keeps its minimum.  Refused, it stays and asks again. */
+		if (w->role != 2 || w->retired || ipc_end(m) == -1)
+			log_fatal(EX_SOFTWARE, "event=fatal error=\"bad RETIRE from pid %d\"", w->pid);
+		struct ipc_msg r;
+		int ok = schedule_retire(w);
+		if (ok)
+			log_info("event=worker_retired pid=%d", w->pid);
+		else
+			log_debug("event=retire_refused pid=%d busy=%s", w->pid, w->job ? "yes" : "no");
+		ipc_msg_init(&r, IPC_RETIRE_REPLY);
+		ipc_put_u32(&r, (uint32_t)ok);
+		ipc_send(w->ch, &r, -1);
+		break;
+	}
 	default:
 		log_fatal(EX_SOFTWARE, "event=fatal error=\"unexpected message %u from pid %d\"", m->type,
 		          w->pid);
@@ -198,7 +216,11 @@ static void on_signal(int sig)
 		}
 		break;
 	case SIGHUP: {
-		proc_reload_swap(&cfg);
+		/* The pool's size, like the master's slots for it, is fixed at
+		 * start (the master logs that a change needs a restart). */
+		int concurrency = cfg->queue.concurrency;
+		if (proc_reload_swap(&cfg))
+			cfg->queue.concurrency = concurrency;
 		break;
 	}
 	case SIGUSR1:
@@ -217,7 +239,7 @@ int main(int argc, char **argv)
 	if (listen_fd == -1)
 		log_fatal(EX_TEMPFAIL, "event=fatal what=listen socket=%s error=%s", SPOOL_QUEUED_SOCK,
 		          log_q(strerror(errno)));
-	schedule_init();
+	schedule_init(master);
 	queue_recover();
 	pickup_init();   /* sendmail drops: after recovery, like new mail */
 	if (ev_add(listen_fd, EV_READ, on_accept, NULL) == -1)

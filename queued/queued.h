@@ -58,7 +58,34 @@ struct worker {
 	char lasthop[260];          /* transport:nexthop of its last job (connection reuse) */
 	struct worker *next;        /* idle list */
 	struct worker *all_next;    /* list of every deliverd */
+	int retired;                /* RETIRE accepted: off both lists, exiting */
 };
+
+/*
+ * pool.c: the deliverd pool as queued sees it.  The master starts
+ * config_pool_min() deliverd; queued asks it for one more (IPC_SPAWN)
+ * when a job could run but no deliverd is idle and fewer than
+ * queue.concurrency are connected.  One request is outstanding at a time:
+ * it is answered by the next deliverd that connects (HELLO), or lapses
+ * after POOL_ASK_WAIT_MS (the master refuses silently when the pool is
+ * full or a deliverd is still starting).  So a backlog grows the pool one
+ * process per HELLO, never a burst of forks.  A deliverd idle for
+ * queue.max_idle asks to retire (IPC_RETIRE); it may if it has no job and
+ * at least the minimum would remain.
+ */
+#define POOL_ASK_WAIT_MS 2000
+struct pool {
+	unsigned alive;             /* deliverd connected (HELLO), minus the retired */
+	int requested;              /* an IPC_SPAWN is outstanding */
+	uint64_t asked_ms;          /* when it was sent (monotonic) */
+};
+void pool_connected(struct pool *p);        /* a deliverd said HELLO */
+void pool_gone(struct pool *p);             /* a connected deliverd went away */
+/* 1: send IPC_SPAWN now (the request is then outstanding).  idle: deliverd
+ * without a job; work: a job or ready message could run on another one. */
+int pool_should_ask(struct pool *p, unsigned idle, int work, int max, uint64_t now_ms);
+/* 1: the asking deliverd may retire (and no longer counts as alive). */
+int pool_may_retire(struct pool *p, int busy, int min);
 
 extern struct config *cfg;
 
@@ -84,13 +111,15 @@ int bounce_send(struct msg *m, int kind, const size_t *idx, size_t n);
 void bounce_parse_error(const char *err, int failed, char *host, size_t hl, char *diag, size_t dl,
                         char *status, size_t sl);
 
-/* schedule.c: ready list, jobs, workers, results */
-void schedule_init(void);
+/* schedule.c: ready list, jobs, workers, results, the pool's size */
+void schedule_init(struct ipc_chan *master);  /* where IPC_SPAWN goes */
 void schedule_msg(struct msg *m);           /* consider m for delivery now or later */
 void schedule_loaded(struct msg *m);        /* after recovery: deliver, or finish */
 void schedule_settle_final(struct msg *m);  /* all recipients final: DSNs, removal */
 void schedule_worker_idle(struct worker *w);
 void schedule_worker_gone(struct worker *w);
+/* IPC_RETIRE from w: 1 if accepted (w is off the lists; it will exit). */
+int schedule_retire(struct worker *w);
 void schedule_result(struct worker *w, struct ipc_msg *m);
 void schedule_done(struct worker *w, struct ipc_msg *m);
 void schedule_kick(void);

@@ -11,6 +11,12 @@
  * is final (after the DSNs it owes), else the state is written (T5) and a
  * retry timer set with exponential backoff from retry_min to retry_max.
  * Past queue.lifetime, deferred recipients become bounced.
+ *
+ * The deliverd pool grows on demand (pool.c): after every turn of the
+ * dispatcher, if a job could run (its destination is under
+ * per_destination) or a ready message could become one, and no deliverd
+ * is idle, queued asks the master for one more.  A deliverd that has been
+ * idle for queue.max_idle asks to retire (schedule_retire()).
  */
 #include "queued.h"
 #include "log.h"
@@ -26,8 +32,12 @@ static struct job *jobs_head, **jobs_tail = &jobs_head;
 static struct worker *idle_head;
 static struct worker *all_workers;
 static size_t njobs;
+static struct pool pool;
+static struct ipc_chan *master_ch;
+static struct ev_timer ask_timer;
 
 #define JOBS_CAP_PER_WORKER 4
+#define POOL_READY_PEEK 16    /* ready messages looked at for a runnable job */
 
 static void hop_key(const struct job *j, char *out, size_t len)
 {
@@ -35,20 +45,42 @@ static void hop_key(const struct job *j, char *out, size_t len)
 	str_fmt(out, len, "%s:%s", n[j->transport], j->nexthop);
 }
 
-/* Jobs running now for j's destination (queue.per_destination). */
-static int hop_busy(const struct job *j)
+/* Jobs running now for the destination (queue.per_destination). */
+static int hop_busy_at(int transport, const char *nexthop)
 {
 	int n = 0;
 	for (struct worker *w = all_workers; w; w = w->all_next)
-		if (w->job && w->job->transport == j->transport && strcmp(w->job->nexthop, j->nexthop) == 0)
+		if (w->job && w->job->transport == transport && strcmp(w->job->nexthop, nexthop) == 0)
 			n++;
 	return n;
 }
 
-void schedule_init(void)
+static int hop_busy(const struct job *j)
+{
+	return hop_busy_at(j->transport, j->nexthop);
+}
+
+/* Could j be dispatched now, given an idle deliverd?  (Local delivery
+ * has no per-destination limit: the disk is the limit.) */
+static int job_runnable(const struct job *j)
+{
+	return j->transport == TR_LOCAL || hop_busy(j) < cfg->queue.per_destination;
+}
+
+static void pool_check(void);
+
+static void ask_lapsed(void *arg)
+{
+	(void)arg;
+	pool_check();
+}
+
+void schedule_init(struct ipc_chan *master)
 {
 	ready_head = NULL;
 	ready_tail = &ready_head;
+	master_ch = master;
+	ev_timer_init(&ask_timer, ask_lapsed, NULL);
 }
 
 int transport_of(const char *rcpt, char *nexthop, size_t len)
@@ -161,16 +193,67 @@ void schedule_forget(struct msg *m)
 	m->rnext = NULL;
 }
 
-void schedule_kick(void)
+/* Would one of m's due recipients make a job that could run now? */
+static int msg_runnable(const struct msg *m, int64_t now)
+{
+	if (m->jobs_out > 0 || m->st.held)
+		return 0;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		char hop[256];
+		if (!rcpt_due(m, i, now))
+			continue;
+		int t = transport_of(m->rcpt[i], hop, sizeof(hop));
+		if (t == TR_LOCAL || hop_busy_at(t, hop) < cfg->queue.per_destination)
+			return 1;
+	}
+	return 0;
+}
+
+/* Is there work another deliverd would take at once?  A job whose
+ * destination is at per_destination is not: a new process would only
+ * wait.  Ready messages count while the job list has room for them. */
+static int pool_work(void)
+{
+	for (const struct job *j = jobs_head; j; j = j->next)
+		if (job_runnable(j))
+			return 1;
+	if (njobs >= JOBS_CAP_PER_WORKER * (size_t)cfg->queue.concurrency)
+		return 0;
+	int64_t now = time(NULL);
+	int k = 0;
+	for (const struct msg *m = ready_head; m && k < POOL_READY_PEEK; m = m->rnext, k++)
+		if (msg_runnable(m, now))
+			return 1;
+	return 0;
+}
+
+/* After a dispatch turn: ask the master for another deliverd if work is
+ * waiting and none is idle (pool.c decides, and limits to one request
+ * at a time). */
+static void pool_check(void)
+{
+	if (idle_head != NULL || master_ch == NULL)
+		return;
+	if (!pool_should_ask(&pool, 0, pool_work(), cfg->queue.concurrency, ev_now_ms()))
+		return;
+	struct ipc_msg im;
+	ipc_msg_init(&im, IPC_SPAWN);
+	ipc_put_u32(&im, pool.alive);
+	ipc_send(master_ch, &im, -1);
+	log_debug("event=pool_request deliverd=%u max=%d", pool.alive, cfg->queue.concurrency);
+	/* Look again when the request lapses, in case no HELLO answers it. */
+	ev_timer_add(&ask_timer, POOL_ASK_WAIT_MS);
+}
+
+static void kick(void)
 {
 	/* Turn ready messages into jobs only as workers free up, so a huge
 	 * backlog stays as state on disk and does not become a huge job list. */
 	while (idle_head) {
 		struct job **jp, *j = NULL;
-		/* The first job whose destination is under its concurrency limit
-		 * (local delivery has none: the disk is the limit). */
+		/* The first job whose destination is under its concurrency limit. */
 		for (jp = &jobs_head; *jp; jp = &(*jp)->next)
-			if ((*jp)->transport == TR_LOCAL || hop_busy(*jp) < cfg->queue.per_destination) {
+			if (job_runnable(*jp)) {
 				j = *jp;
 				break;
 			}
@@ -207,6 +290,12 @@ void schedule_kick(void)
 		str_copy(w->lasthop, key, sizeof(w->lasthop));
 		send_job(w, j);
 	}
+}
+
+void schedule_kick(void)
+{
+	kick();
+	pool_check();
 }
 
 void schedule_msg(struct msg *m)
@@ -255,8 +344,43 @@ void schedule_worker_idle(struct worker *w)
 {
 	w->all_next = all_workers;
 	all_workers = w;
+	pool_connected(&pool);
+	ev_timer_del(&ask_timer);
 	add_idle(w);
 	schedule_kick();
+}
+
+/* Remove w from the list of every deliverd and from the idle list. */
+static void worker_unlink(struct worker *w)
+{
+	struct worker **pp;
+
+	for (pp = &all_workers; *pp; pp = &(*pp)->all_next)
+		if (*pp == w) {
+			*pp = w->all_next;
+			break;
+		}
+	for (pp = &idle_head; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+}
+
+int schedule_retire(struct worker *w)
+{
+	int idle = 0;
+
+	for (struct worker *i = idle_head; i; i = i->next)
+		if (i == w)
+			idle = 1;
+	/* A JOB already sent (w->job) wins: the deliverd runs it when it reads
+	 * it, after this refusal, and asks again once idle for max_idle. */
+	if (w->retired || !pool_may_retire(&pool, w->job != NULL || !idle, config_pool_min(cfg)))
+		return 0;
+	worker_unlink(w);
+	w->retired = 1;
+	return 1;
 }
 
 static int64_t backoff(uint32_t attempts)
@@ -430,21 +554,15 @@ static void job_finish(struct worker *w, int agent_died)
 
 void schedule_worker_gone(struct worker *w)
 {
-	struct worker **pp;
-
-	for (pp = &all_workers; *pp; pp = &(*pp)->all_next)
-		if (*pp == w) {
-			*pp = w->all_next;
-			break;
-		}
-
-	for (pp = &idle_head; *pp; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
+	if (w->retired)
+		return;     /* already off the lists and out of the count */
+	worker_unlink(w);
+	pool_gone(&pool);
 	if (w->job)
 		job_finish(w, 1);
+	/* Its work may now need another deliverd (the master restarts a
+	 * crashed one; a lapsed request is asked again). */
+	pool_check();
 }
 
 /* IPC_RESULT: qid, index, status class (2/4/5), text. */

@@ -72,10 +72,16 @@ def test_metrics_counters_move():
     try:
         with Instance(relay=up.port, settings={
                 "metrics": {"listen": "127.0.0.1:%d" % mport},
-                "queue": {"retry_min": 3600, "retry_max": 3600}}) as inst:
+                "queue": {"retry_min": 3600, "retry_max": 3600, "concurrency": 5}}) as inst:
             inst.start()
             m0 = scrape(mport)
             assert val(m0, "postern_messages_total", event="received") == 0
+            # Processes that run: the deliverd pool at its minimum (2 of the
+            # 5 queue.concurrency allows); unstarted ones are not "not_ready".
+            for comp, n in (("smtpd", 1), ("queued", 1), ("deliverd", 2)):
+                assert val(m0, "postern_component_processes", component=comp, state="ready") == n
+                assert val(m0, "postern_component_processes", component=comp,
+                           state="not_ready") == 0
             assert val(m0, "postern_smtp_connections") == 0
             assert val(m0, "postern_queue_messages", state="deferred") == 0
 
@@ -125,6 +131,7 @@ def test_metrics_counters_move():
                 if key[0].endswith("_total") and key[0] != "postern_component_restarts_total":
                     assert after[key] >= v, "%r went from %s to %s after restarts" % (key, v, after[key])
             assert val(after, "postern_component_restarts_total", component="smtpd") == 1
+            # Both running deliverd were restarted (the pool's minimum).
             assert val(after, "postern_component_restarts_total", component="deliverd") == 2
 
             # A restarted queued reports the deferred message again.

@@ -24,12 +24,15 @@ def test_status_json_components_and_queue():
     up.start()
     try:
         with Instance(relay=up.port,
-                      settings={"queue": {"retry_min": 3600, "retry_max": 3600}}) as inst:
+                      settings={"queue": {"retry_min": 3600, "retry_max": 3600,
+                                          "concurrency": 5}}) as inst:
             inst.start()
             st = status_json(inst)
             names = [c["name"] for c in st["components"]]
             assert names[0] == "master", names
             assert names.count("smtpd") == 1 and names.count("queued") == 1, names
+            # The deliverd pool starts at its minimum (2); the 3 more that
+            # queue.concurrency allows run only when queued asks for them.
             assert names.count("deliverd") == 2, names
             pids = inst.pids()
             for c in st["components"]:

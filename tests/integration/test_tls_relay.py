@@ -186,8 +186,10 @@ def test_tls_relay_wrong_password_deferred():
     with setup() as inst:
         with open(inst.settings["relay"]["password_file"], "w") as f:
             f.write("wrong\n")
+        mark = inst.log_mark()
         inst.cli("restart", "deliverd", check=True)
-        inst.wait_log("deliverd", r"event=ready", count=3)
+        # Both deliverd of the pool (its minimum) restart with the new password.
+        inst.wait_log("deliverd", r"event=ready", since=mark, count=2)
         qid = send(inst)
         wait_deferred(inst, qid, "relay rejected credentials")
         inst.wait_log("deliverd", r'event=relay_auth_failed .*error="relay rejected credentials"')
