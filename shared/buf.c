@@ -20,6 +20,15 @@ void buf_free(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+void buf_shrink(struct buf *b)
+{
+	if (b->off != b->len)
+		return;
+	free(b->data);
+	b->data = NULL;
+	b->off = b->len = b->size = 0;
+}
+
 void buf_reset(struct buf *b)
 {
 	b->off = b->len = 0;

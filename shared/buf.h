@@ -22,6 +22,8 @@ struct buf {
 };
 
 void buf_init(struct buf *b, size_t cap);
+/* Empty: give the memory back (an idle connection then holds none). */
+void buf_shrink(struct buf *b);
 void buf_free(struct buf *b);
 void buf_reset(struct buf *b);
 

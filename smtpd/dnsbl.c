@@ -18,6 +18,7 @@
 #include "stats.h"
 #include "str.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define DNSBL_MARGIN_MS 500
@@ -42,6 +43,8 @@ static void banner(struct session *s)
 	char reply[300];
 
 	ev_timer_del(&s->dnsbl_timer);
+	free(s->dnsbl);   /* no lookup is left (the caller's w is not used again) */
+	s->dnsbl = NULL;
 	str_fmt(reply, sizeof(reply), "220 %s ESMTP postern", cfg->hostname);
 	session_resume(s, reply, 0);
 }
@@ -82,7 +85,7 @@ static void on_deadline(void *arg)
 {
 	struct session *s = arg;
 
-	for (size_t i = 0; i < SMTPD_DNSBL_MAX; i++)
+	for (size_t i = 0; s->dnsbl && i < SMTPD_DNSBL_MAX; i++)
 		if (s->dnsbl[i].q != NULL)
 			log_warn("event=dnsbl_timeout client=%s zone=%s error=\"no answer in %ds\"", s->ip,
 			         log_q(s->dnsbl[i].zone), cfg->dns.timeout);
@@ -100,6 +103,8 @@ int dnsbl_start(struct session *s)
 		n = SMTPD_DNSBL_MAX;
 	ev_timer_init(&s->dnsbl_timer, on_deadline, s);
 	s->dnsbl_left = 0;
+	/* Only sessions being checked carry the lookups (2 KiB). */
+	s->dnsbl = xcalloc(SMTPD_DNSBL_MAX, sizeof(*s->dnsbl));
 	for (size_t i = 0; i < n; i++) {
 		struct dnsbl_wait *w = &s->dnsbl[i];
 		w->s = s;
@@ -119,10 +124,12 @@ void dnsbl_cancel(struct session *s)
 	if (s->dnsbl_timer.cb == NULL)
 		return;   /* never started */
 	ev_timer_del(&s->dnsbl_timer);
-	for (size_t i = 0; i < SMTPD_DNSBL_MAX; i++)
+	for (size_t i = 0; s->dnsbl && i < SMTPD_DNSBL_MAX; i++)
 		if (s->dnsbl[i].q != NULL) {
 			dns_cancel(s->dnsbl[i].q);
 			s->dnsbl[i].q = NULL;
 		}
+	free(s->dnsbl);
+	s->dnsbl = NULL;
 	s->dnsbl_left = 0;
 }

@@ -100,6 +100,8 @@ static void reset_transaction(struct session *s)
 		free(s->w);
 		s->w = NULL;
 	}
+	free(s->dr);   /* only while in DATA: 8 KiB an idle session need not hold */
+	s->dr = NULL;
 	if (s->state > SS_READY && s->state != SS_CLOSING)
 		s->state = SS_READY;
 }
@@ -639,7 +641,8 @@ static void cmd_data(struct session *s, char *arg)
 	env.nrcpt = s->nrcpt;
 	spool_submit_header(s->w, &env);
 	write_received(s);
-	data_init(&s->dr, cfg->smtpd.max_message_size, cfg->smtpd.bare_newline == BARE_NL_NORMALIZE,
+	s->dr = xcalloc(1, sizeof(*s->dr));
+	data_init(s->dr, cfg->smtpd.max_message_size, cfg->smtpd.bare_newline == BARE_NL_NORMALIZE,
 	          sink_spool, s);
 	memset(&s->hdr, 0, sizeof(s->hdr));
 	s->hdr.bol = 1;
@@ -662,17 +665,17 @@ static void data_done(struct session *s)
 	struct spool_writer *w = s->w;
 
 	s->state = SS_READY;
-	if (s->dr.err != DATA_OK) {
+	if (s->dr->err != DATA_OK) {
 		stats_add(STAT_SMTP_REJECTED_DATA, 1);
 		log_info("event=rejected client=%s from=<%s> reason=%s size=%llu", s->ip, s->sender.text,
-		         log_q(data_err_reply(s->dr.err)), (unsigned long long)s->dr.size);
-		session_reply(s, "%s", data_err_reply(s->dr.err));
+		         log_q(data_err_reply(s->dr->err)), (unsigned long long)s->dr->size);
+		session_reply(s, "%s", data_err_reply(s->dr->err));
 		reset_transaction(s);
 		return;
 	}
 	if (!s->hdr.done)
 		complete_headers(s);   /* a message that is all header section */
-	if (s->dr.sink_failed || spool_submit_finish(w) == -1) {
+	if (s->dr->sink_failed || spool_submit_finish(w) == -1) {
 		int e = w->err ? w->err : errno;
 		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
 		log_error("event=spool_error client=%s qid=%s what=commit error=%s", s->ip, w->qid,
@@ -691,7 +694,7 @@ static void data_done(struct session *s)
 	str_copy(cw->helo, s->helo, sizeof(cw->helo));
 	str_copy(cw->sender, s->sender.text, sizeof(cw->sender));
 	cw->nrcpt = s->nrcpt;
-	cw->size = s->dr.size;
+	cw->size = s->dr->size;
 	free(s->w);
 	s->w = NULL;
 	reset_transaction(s);
@@ -857,7 +860,7 @@ static int process(struct session *s)
 			size_t used;
 			if (buf_used(&s->in) == 0)
 				return 0;
-			int end = data_feed(&s->dr, buf_head(&s->in), buf_used(&s->in), &used);
+			int end = data_feed(s->dr, buf_head(&s->in), buf_used(&s->in), &used);
 			buf_drain(&s->in, used);
 			if (!end)
 				return 0;
@@ -1079,6 +1082,10 @@ static void session_run(struct session *s)
 		if (!(paused && buf_used(&s->out) < SMTPD_OUT_PAUSE))
 			break;
 	}
+	/* Waiting for the client: hold no buffer memory meanwhile, so ten
+	 * thousand idle connections cost little more than their sessions. */
+	buf_shrink(&s->in);
+	buf_shrink(&s->out);
 	set_interest(s);
 }
 

@@ -92,7 +92,7 @@ struct session {
 	struct ev_timer timer;
 	struct spool_writer *w;
 	struct commit_wait *commit; /* waiting for the group commit: input paused */
-	struct data_reader dr;
+	struct data_reader *dr;     /* allocated at DATA, freed with the transaction */
 	struct {
 		int done;               /* header section over (or not tracked) */
 		int bol;                /* at the start of a line */
@@ -119,7 +119,7 @@ struct session {
 		struct session *s;
 		struct dns_query *q;    /* NULL once answered or cancelled */
 		char zone[256];
-	} dnsbl[SMTPD_DNSBL_MAX];
+	} *dnsbl;                   /* SMTPD_DNSBL_MAX, only while checking */
 	size_t dnsbl_left;          /* lookups not yet answered */
 	struct ev_timer dnsbl_timer;
 	struct session *prev, *next;

@@ -167,6 +167,28 @@ static void test_read_fd(void)
 }
 
 /* Random appends, drains and reserves against a plain array model. */
+static void test_shrink(void)
+{
+	struct buf b;
+
+	buf_init(&b, 100);
+	CHECK_EQ_INT(buf_append(&b, "hello", 5), 0);
+	buf_shrink(&b);                 /* not empty: kept as is */
+	CHECK(b.data != NULL);
+	CHECK_EQ_INT((int)buf_used(&b), 5);
+	CHECK_MEM(buf_head(&b), buf_used(&b), "hello", 5);
+	buf_drain(&b, 5);
+	buf_shrink(&b);                 /* empty: memory returned, bound kept */
+	CHECK(b.data == NULL);
+	CHECK_EQ_INT((int)b.size, 0);
+	CHECK_EQ_INT((int)buf_room(&b), 100);
+	CHECK_EQ_INT(buf_append(&b, "again", 5), 0);
+	CHECK_MEM(buf_head(&b), buf_used(&b), "again", 5);
+	buf_shrink(&b);
+	CHECK(b.data != NULL);
+	buf_free(&b);
+}
+
 static void test_random_model(void)
 {
 	enum { CAP = 3000, OPS = 20000 };
@@ -234,6 +256,7 @@ int main(int argc, char **argv)
 	RUN(test_reserve);
 	RUN(test_appendf);
 	RUN(test_read_fd);
+	RUN(test_shrink);
 	RUN(test_random_model);
 	return h_done();
 }
