@@ -21,14 +21,24 @@ void pool_gone(struct pool *p)
 		p->alive--;
 }
 
-int pool_should_ask(struct pool *p, unsigned idle, int work, int max, uint64_t now_ms)
+int pool_can_ask(struct pool *p, unsigned idle, int max, uint64_t now_ms)
 {
 	if (p->requested && now_ms - p->asked_ms >= POOL_ASK_WAIT_MS)
 		p->requested = 0;   /* refused, or the new one died before HELLO */
-	if (p->requested || idle > 0 || !work || max < 0 || p->alive >= (unsigned)max)
-		return 0;
+	return !p->requested && idle == 0 && max > 0 && p->alive < (unsigned)max;
+}
+
+void pool_asked(struct pool *p, uint64_t now_ms)
+{
 	p->requested = 1;
 	p->asked_ms = now_ms;
+}
+
+int pool_should_ask(struct pool *p, unsigned idle, int work, int max, uint64_t now_ms)
+{
+	if (!pool_can_ask(p, idle, max, now_ms) || !work)
+		return 0;
+	pool_asked(p, now_ms);
 	return 1;
 }
 

@@ -25,7 +25,7 @@ struct job;
 
 struct msg {
 	char qid[QID_MAX];
-	char sender[ADDR_PATH_MAX + 1];
+	char *sender;               /* owned; "" for the null sender */
 	int64_t arrival;
 	uint64_t size;
 	char **rcpt;                /* owned */
@@ -81,8 +81,13 @@ struct pool {
 };
 void pool_connected(struct pool *p);        /* a deliverd said HELLO */
 void pool_gone(struct pool *p);             /* a connected deliverd went away */
-/* 1: send IPC_SPAWN now (the request is then outstanding).  idle: deliverd
- * without a job; work: a job or ready message could run on another one. */
+/* Could a request be sent now (none outstanding, none idle, below max)?
+ * Cheap: ask it before looking for work.  A lapsed request is dropped. */
+int pool_can_ask(struct pool *p, unsigned idle, int max, uint64_t now_ms);
+void pool_asked(struct pool *p, uint64_t now_ms);   /* IPC_SPAWN sent */
+/* Both: 1 when IPC_SPAWN should be sent (it is then outstanding).  idle:
+ * deliverd without a job; work: a job or ready message could run on
+ * another one. */
 int pool_should_ask(struct pool *p, unsigned idle, int work, int max, uint64_t now_ms);
 /* 1: the asking deliverd may retire (and no longer counts as alive). */
 int pool_may_retire(struct pool *p, int busy, int min);

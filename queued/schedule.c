@@ -38,6 +38,7 @@ static struct ev_timer ask_timer;
 
 #define JOBS_CAP_PER_WORKER 4
 #define POOL_READY_PEEK 16    /* ready messages looked at for a runnable job */
+#define POOL_RCPT_PEEK 8      /* ... and due recipients of each */
 
 static void hop_key(const struct job *j, char *out, size_t len)
 {
@@ -193,15 +194,20 @@ void schedule_forget(struct msg *m)
 	m->rnext = NULL;
 }
 
-/* Would one of m's due recipients make a job that could run now? */
+/* Would one of m's first due recipients make a job that could run now?
+ * (Bounded: a miss only delays the request until the next dispatch turn,
+ * which makes m's jobs and looks at all of them.) */
 static int msg_runnable(const struct msg *m, int64_t now)
 {
+	int seen = 0;
+
 	if (m->jobs_out > 0 || m->st.held)
 		return 0;
-	for (size_t i = 0; i < m->nrcpt; i++) {
+	for (size_t i = 0; i < m->nrcpt && seen < POOL_RCPT_PEEK; i++) {
 		char hop[256];
 		if (!rcpt_due(m, i, now))
 			continue;
+		seen++;
 		int t = transport_of(m->rcpt[i], hop, sizeof(hop));
 		if (t == TR_LOCAL || hop_busy_at(t, hop) < cfg->queue.per_destination)
 			return 1;
@@ -232,10 +238,14 @@ static int pool_work(void)
  * at a time). */
 static void pool_check(void)
 {
+	uint64_t now = ev_now_ms();
+
 	if (idle_head != NULL || master_ch == NULL)
 		return;
-	if (!pool_should_ask(&pool, 0, pool_work(), cfg->queue.concurrency, ev_now_ms()))
+	/* The cheap test first: this runs after every dispatch turn. */
+	if (!pool_can_ask(&pool, 0, cfg->queue.concurrency, now) || !pool_work())
 		return;
+	pool_asked(&pool, now);
 	struct ipc_msg im;
 	ipc_msg_init(&im, IPC_SPAWN);
 	ipc_put_u32(&im, pool.alive);
@@ -494,7 +504,7 @@ static void msg_settle(struct msg *m, int agent_died)
 			 * Diagnostic-Code); the DSN text says the time ran out. */
 			r->state = RS_BOUNCED;
 			if (r->error[0] == '\0')
-				str_copy(r->error, "not delivered before the queue lifetime ended", sizeof(r->error));
+				spool_rcpt_set_error(r, "not delivered before the queue lifetime ended");
 			stats_add(STAT_RCPT_BOUNCED, 1);
 			log_info("event=bounced qid=%s rcpt=<%s> reason=expired lifetime=%d last_error=%s",
 			         m->qid, m->rcpt[i], cfg->queue.lifetime, log_q(r->error));
@@ -533,9 +543,8 @@ static void job_finish(struct worker *w, int agent_died)
 		struct spool_rcpt_state *r = &m->st.r[j->idx[i]];
 		r->state = RS_DEFERRED;
 		r->last = time(NULL);
-		str_copy(r->error, agent_died ? "delivery agent exited during delivery"
-		                              : "delivery agent reported no result",
-		         sizeof(r->error));
+		spool_rcpt_set_error(r, agent_died ? "delivery agent exited during delivery"
+		                                   : "delivery agent reported no result");
 		stats_add(STAT_RCPT_DEFERRED, 1);
 		log_warn("event=deferred qid=%s rcpt=<%s> reason=%s", m->qid, m->rcpt[j->idx[i]],
 		         log_q(r->error));
@@ -589,7 +598,7 @@ void schedule_result(struct worker *w, struct ipc_msg *im)
 	struct spool_rcpt_state *r = &j->msg->st.r[idx];
 	r->attempts++;
 	r->last = time(NULL);
-	str_copy(r->error, text, sizeof(r->error));
+	spool_rcpt_set_error(r, text);
 	r->state = status == 2 ? RS_DELIVERED : status == 5 ? RS_BOUNCED : RS_DEFERRED;
 }
 

@@ -132,10 +132,31 @@ static void test_backlog_no_storm(void)
 	CHECK_EQ_INT(pool_should_ask(&p, 0, 1, max, 2000000), 0);
 }
 
+/* The split form schedule.c uses: pool_can_ask() only looks (and drops a
+ * lapsed request), pool_asked() makes the request outstanding. */
+static void test_can_ask_then_asked(void)
+{
+	struct pool p = { 0, 0, 0 };
+
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 2, 0), 1);
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 2, 0), 1);     /* looking asks nothing */
+	CHECK_EQ_INT(p.requested, 0);
+	CHECK_EQ_INT(pool_can_ask(&p, 1, 2, 0), 0);     /* one idle */
+	pool_asked(&p, 50);
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 2, 51), 0);
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 2, 50 + POOL_ASK_WAIT_MS), 1);
+	CHECK_EQ_INT(p.requested, 0);                   /* lapsed */
+	pool_connected(&p);
+	pool_connected(&p);
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 2, 0), 0);     /* at max */
+	CHECK_EQ_INT(pool_can_ask(&p, 0, 0, 0), 0);
+}
+
 int main(int argc, char **argv)
 {
 	h_init(argc, argv);
 	RUN(test_scripts);
 	RUN(test_backlog_no_storm);
+	RUN(test_can_ask_then_asked);
 	return h_done();
 }
