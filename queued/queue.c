@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,9 @@
 
 static struct msg *table[HASH_SIZE];
 static size_t count;
+/* Largest count since memory was last handed back to the system. */
+static size_t high_water;
+#define TRIM_AFTER 10000
 
 static unsigned hash(const char *s)
 {
@@ -49,7 +53,8 @@ static void insert(struct msg *m)
 	unsigned h = hash(m->qid);
 	m->hnext = table[h];
 	table[h] = m;
-	count++;
+	if (++count > high_water)
+		high_water = count;
 }
 
 static void unlink_msg(struct msg *m)
@@ -71,6 +76,7 @@ void queue_msg_free(struct msg *m)
 		free(m->rcpt[i]);
 	free(m->rcpt);
 	spool_state_free(&m->st);
+	free(m->sender);
 	free(m);
 }
 
@@ -84,7 +90,7 @@ static struct msg *msg_new(struct spool_env *env, uint64_t size)
 	struct msg *m = xcalloc(1, sizeof(*m));
 
 	str_copy(m->qid, env->qid, sizeof(m->qid));
-	str_copy(m->sender, env->sender, sizeof(m->sender));
+	m->sender = xstrdup(env->sender);
 	m->arrival = env->arrival;
 	m->size = size;
 	m->rcpt = env->rcpt;
@@ -170,6 +176,12 @@ void queue_remove(struct msg *m)
 	log_info("event=removed qid=%s", m->qid);
 	unlink_msg(m);
 	queue_msg_free(m);
+	/* After a big backlog drains, give its memory back: free() alone
+	 * keeps the heap at its peak. */
+	if (high_water - count >= TRIM_AFTER || (count == 0 && high_water > 1000)) {
+		malloc_trim(0);
+		high_water = count;
+	}
 }
 
 /* Load queue/QID with its state (recovery). */

@@ -1,4 +1,5 @@
 #include "spool.h"
+#include "strpool.h"
 #include "log.h"
 #include "str.h"
 
@@ -540,10 +541,21 @@ void spool_state_init(struct spool_state *st, const char *qid, size_t nrcpt)
 	str_copy(st->qid, qid, sizeof(st->qid));
 	st->nrcpt = nrcpt;
 	st->r = xcalloc(nrcpt ? nrcpt : 1, sizeof(*st->r));
+	for (size_t i = 0; i < nrcpt; i++)
+		st->r[i].error = strpool_get("", 0);
+}
+
+void spool_rcpt_set_error(struct spool_rcpt_state *r, const char *text)
+{
+	const char *old = r->error;
+	r->error = strpool_get(text, SPOOL_ERR_MAX);
+	strpool_put(old);
 }
 
 void spool_state_free(struct spool_state *st)
 {
+	for (size_t i = 0; st->r && i < st->nrcpt; i++)
+		strpool_put(st->r[i].error);
 	free(st->r);
 	st->r = NULL;
 	st->nrcpt = 0;
@@ -672,7 +684,7 @@ int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int 
 				goto bad;
 			struct spool_rcpt_state *r = &st->r[idx];
 			if (buf[0] == 'e') {
-				str_copy(r->error, sp, sizeof(r->error));
+				spool_rcpt_set_error(r, sp);
 				continue;
 			}
 			char name[16];

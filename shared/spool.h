@@ -168,7 +168,8 @@ struct spool_rcpt_state {
 	uint32_t attempts;
 	int64_t last;
 	int notified;             /* DSN queued (or suppressed) for this bounce */
-	char error[SPOOL_ERR_MAX + 1];
+	const char *error;        /* last reply or error, never NULL: interned
+	                             (shared/strpool.h), set with spool_rcpt_set_error() */
 };
 
 struct spool_state {
@@ -235,6 +236,8 @@ int spool_state_write(const struct spool_state *st);
 int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int *missing,
                      char *err, size_t errlen);
 void spool_state_init(struct spool_state *st, const char *qid, size_t nrcpt);
+/* Replace r's error text (at most SPOOL_ERR_MAX bytes kept). */
+void spool_rcpt_set_error(struct spool_rcpt_state *r, const char *text);
 void spool_state_free(struct spool_state *st);
 
 /* --- T2/T3/T4 helpers --- */

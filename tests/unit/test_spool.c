@@ -705,12 +705,15 @@ static void test_state_roundtrip(void)
 	st.r[1].state = RS_DEFERRED;
 	st.r[1].attempts = 3;
 	st.r[1].last = 1700000100;
-	strcpy(st.r[1].error, "451 4.7.1 Try again \xc3\xa9\r\n\x01\x7f end");
+	spool_rcpt_set_error(&st.r[1], "451 4.7.1 Try again \xc3\xa9\r\n\x01\x7f end");
 	st.r[2].state = RS_BOUNCED;
 	st.r[2].attempts = 4294967295u;
 	st.r[2].last = 9223372036854775807LL;
-	memset(st.r[2].error, 'e', SPOOL_ERR_MAX);
-	st.r[2].error[SPOOL_ERR_MAX] = '\0';
+	char longerr[SPOOL_ERR_MAX + 2];
+	memset(longerr, 'e', sizeof(longerr) - 1);   /* one byte too long: cut */
+	longerr[sizeof(longerr) - 1] = '\0';
+	spool_rcpt_set_error(&st.r[2], longerr);
+	CHECK_EQ_U64(strlen(st.r[2].error), SPOOL_ERR_MAX);
 
 	CHECK_EQ_INT(spool_state_write(&st), 0);
 	snprintf(path, sizeof(path), "state/%s", qid);
@@ -743,7 +746,7 @@ static void test_state_roundtrip(void)
 
 	/* Rewriting replaces the whole state (write-temp, rename). */
 	st.held = 1;
-	st.r[1].error[0] = '\0';
+	spool_rcpt_set_error(&st.r[1], "");
 	CHECK_EQ_INT(spool_state_write(&st), 0);
 	CHECK_EQ_INT(spool_state_read(qid, 3, &got, &missing, err, sizeof(err)), 0);
 	CHECK_EQ_INT(got.held, 1);
