@@ -6,9 +6,11 @@
 #include "log.h"
 #include "stats.h"
 #include "proc.h"
+#include "gcommit.h"
 #include "str.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -239,6 +241,11 @@ int main(int argc, char **argv)
 	if (listen_fd == -1)
 		log_fatal(EX_TEMPFAIL, "event=fatal what=listen socket=%s error=%s", SPOOL_QUEUED_SOCK,
 		          log_q(strerror(errno)));
+	/* Our working directory is the spool: state files are made durable
+	 * by a group commit off the event loop (T5 in spool.h). */
+	int spool_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (spool_fd == -1 || gcommit_start(spool_fd, queue_commit_done) == -1)
+		log_fatal(EX_OSERR, "event=fatal what=group_commit error=%s", log_q(strerror(errno)));
 	schedule_init(master);
 	queue_recover();
 	pickup_init();   /* sendmail drops: after recovery, like new mail */

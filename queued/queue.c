@@ -6,6 +6,7 @@
  */
 #include "queued.h"
 #include "log.h"
+#include "gcommit.h"
 #include "stats.h"
 #include "str.h"
 
@@ -117,12 +118,27 @@ static void move_corrupt(const char *dir, const char *qid, const char *why)
 
 int queue_write_state(struct msg *m)
 {
-	if (spool_state_write(&m->st) == -1) {
+	uint64_t ticket;
+	int err;
+
+	if (spool_state_write(&m->st, 0) == -1) {
 		log_error("event=state_write_failed qid=%s error=%s", m->qid, log_q(strerror(errno)));
 		return -1;
 	}
 	m->has_state = 1;
+	/* Durable soon, together with every other state written meanwhile;
+	 * nothing waits for it (T5 in spool.h). */
+	if (gcommit_ticket(&ticket, &err) == 1 && err != 0)
+		queue_commit_done(ticket, err);
 	return 0;
+}
+
+void queue_commit_done(uint64_t upto, int err)
+{
+	if (err != 0)
+		log_error("event=state_sync_failed error=%s note=\"state files written before this may "
+		          "be lost in a crash: deliveries would be repeated, never lost\" ticket=%llu",
+		          log_q(strerror(err)), (unsigned long long)upto);
 }
 
 int queue_takeover(const char *qid)

@@ -108,6 +108,7 @@ void admin_handle(struct ipc_chan *master, struct ipc_msg *m);
 void queue_msg_free(struct msg *m);
 void queue_remove(struct msg *m);           /* T4 and free */
 int queue_write_state(struct msg *m);       /* T5 */
+void queue_commit_done(uint64_t upto, int err);   /* gcommit callback: logs failures */
 
 /* bounce.c: delivery status notifications */
 enum { DSN_FAILED = 1, DSN_DELAYED };

@@ -561,7 +561,7 @@ void spool_state_free(struct spool_state *st)
 	st->nrcpt = 0;
 }
 
-int spool_state_write(const struct spool_state *st)
+int spool_state_write(const struct spool_state *st, int sync)
 {
 	char tmp[64], dst[64];
 	struct spool_writer w;
@@ -592,7 +592,7 @@ int spool_state_write(const struct spool_state *st)
 			wputf(&w, "n=%zu\n", i);
 	}
 	wput(&w, "POSTERN-END\n", 12);
-	if (w.failed || wflush(&w) == -1 || fsync(w.fd) == -1) {
+	if (w.failed || wflush(&w) == -1 || (sync && fsync(w.fd) == -1)) {
 		e = w.failed ? w.err : errno;
 		close(w.fd);
 		unlink(tmp);
@@ -605,7 +605,7 @@ int spool_state_write(const struct spool_state *st)
 		errno = e;
 		return -1;
 	}
-	return spool_fsync_dir(SPOOL_STATE);
+	return sync ? spool_fsync_dir(SPOOL_STATE) : 0;
 }
 
 int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int *missing,
@@ -749,10 +749,10 @@ int spool_remove(const char *qid, int has_state)
 		return -1;
 	if (!has_state)
 		return 0;
-	/* The message must be gone before its state: the reverse order could
-	 * bring it back with every recipient pending again. */
-	if (spool_fsync_dir(SPOOL_QUEUE) == -1)
-		return -1;
+	/* The message goes before its state, so a crash can at worst bring
+	 * back the message with every recipient pending (delivered again),
+	 * never a state without its message mattering.  Journalling file
+	 * systems keep the two unlinks in this order. */
 	str_fmt(path, sizeof(path), SPOOL_STATE "/%s", qid);
 	if (unlink(path) == -1 && errno != ENOENT)
 		return -1;

@@ -38,18 +38,21 @@
  *               in a crash only makes queued take Q over again.
  *   T3 corrupt  (queued): rename X/Q corrupt/Q; fsync both dirs; log it.
  *   T4 finish   (queued): every recipient delivered or bounced: unlink
- *               queue/Q; if Q has a state file, fsync(queue/) and then
- *               unlink state/Q.  A message that never needed a state file
- *               is removed without any sync: if a crash loses the unlink,
- *               the message comes back whole and is delivered again
- *               (at-least-once), which is all a state file would buy.
- *   T5 state    (queued): write tmp/Q.state, fsync, rename to state/Q,
- *               fsync(state/).  Only when there is something to remember
- *               after a delivery attempt: a recipient deferred (the retry
- *               time, attempts, the last error), a DSN sent, hold/release;
- *               always before anything that depends on it.  A message
+ *               queue/Q, then state/Q if Q has one.  Nothing is synced: if
+ *               a crash loses the unlinks, the message comes back and is
+ *               delivered again (at-least-once); journalling file systems
+ *               keep the two unlinks in order, so the state never goes
+ *               while its message stays.
+ *   T5 state    (queued): write tmp/Q.state, rename to state/Q, then a
+ *               group commit (gcommit.h, queued's own thread) makes it
+ *               durable without blocking queued's loop.  Only when there
+ *               is something to remember after a delivery attempt: a
+ *               recipient deferred (the retry time, attempts, the last
+ *               error), a DSN sent, hold/release.  Nothing waits for that
+ *               commit: losing a state in a crash repeats a delivery
+ *               attempt or a DSN, it never loses mail.  A message
  *               delivered to every recipient at its first attempt never
- *               has one.
+ *               has a state file.
  *   T6 drop     (postern-sendmail, any local user): create drop/.R.tmp
  *               (R = 32 hex digits from getrandom(), O_EXCL, mode 0644 so
  *               queued can read it: the unlistable directory and the
@@ -231,7 +234,9 @@ int spool_msg_parse(int fd, struct spool_env *env, char *err, size_t errlen);
 void spool_env_free(struct spool_env *env);
 
 /* --- state files (queued only) --- */
-int spool_state_write(const struct spool_state *st);
+/* T5.  sync: fsync the file and state/ too; else the caller makes it
+ * durable with a group commit (queued). */
+int spool_state_write(const struct spool_state *st, int sync);
 /* -1 with *missing=1 if there is no state file; else err says why. */
 int spool_state_read(const char *qid, size_t nrcpt, struct spool_state *st, int *missing,
                      char *err, size_t errlen);

@@ -715,7 +715,7 @@ static void test_state_roundtrip(void)
 	spool_rcpt_set_error(&st.r[2], longerr);
 	CHECK_EQ_U64(strlen(st.r[2].error), SPOOL_ERR_MAX);
 
-	CHECK_EQ_INT(spool_state_write(&st), 0);
+	CHECK_EQ_INT(spool_state_write(&st, 1), 0);
 	snprintf(path, sizeof(path), "state/%s", qid);
 	CHECK(exists(path));
 	snprintf(path, sizeof(path), "tmp/%s.state", qid);
@@ -747,10 +747,21 @@ static void test_state_roundtrip(void)
 	/* Rewriting replaces the whole state (write-temp, rename). */
 	st.held = 1;
 	spool_rcpt_set_error(&st.r[1], "");
-	CHECK_EQ_INT(spool_state_write(&st), 0);
+	CHECK_EQ_INT(spool_state_write(&st, 1), 0);
 	CHECK_EQ_INT(spool_state_read(qid, 3, &got, &missing, err, sizeof(err)), 0);
 	CHECK_EQ_INT(got.held, 1);
 	CHECK_STR(got.r[1].error, "");
+	spool_state_free(&got);
+
+	/* queued's form (sync 0: its group commit makes it durable): the
+	 * same file, in place at once. */
+	st.held = 0;
+	CHECK_EQ_INT(spool_state_write(&st, 0), 0);
+	snprintf(path, sizeof(path), "tmp/%s.state", qid);
+	CHECK(!exists(path));
+	CHECK_EQ_INT(spool_state_read(qid, 3, &got, &missing, err, sizeof(err)), 0);
+	CHECK_EQ_INT(got.held, 0);
+	CHECK_EQ_INT(got.r[2].state, RS_BOUNCED);
 	spool_state_free(&got);
 
 	/* A different recipient count than the file: extra indexes fail. */
@@ -772,7 +783,7 @@ static void test_state_roundtrip(void)
 	CHECK_EQ_INT(rename("state", "state.away"), 0);
 	spool_state_init(&st, "00000000000000A3", 1);
 	errno = 0;
-	CHECK_EQ_INT(spool_state_write(&st), -1);
+	CHECK_EQ_INT(spool_state_write(&st, 1), -1);
 	CHECK_EQ_INT(errno, ENOENT);
 	CHECK(!exists("tmp/00000000000000A3.state"));
 	CHECK_EQ_INT(rename("state.away", "state"), 0);
@@ -884,7 +895,7 @@ static void test_move_remove_purge(void)
 	CHECK_EQ_INT(spool_move("corrupt", "queue", qid), 0);
 	/* T4 */
 	spool_state_init(&st, qid, 1);
-	CHECK_EQ_INT(spool_state_write(&st), 0);
+	CHECK_EQ_INT(spool_state_write(&st, 1), 0);
 	spool_state_free(&st);
 	CHECK_EQ_INT(spool_remove(qid, 1), 0);
 	CHECK(!exists(path));
@@ -893,7 +904,7 @@ static void test_move_remove_purge(void)
 	CHECK_EQ_INT(spool_remove(qid, 1), 0);   /* both gone already: fine */
 	/* state/Q alone (T4 cut after the first unlink) */
 	spool_state_init(&st, qid, 1);
-	CHECK_EQ_INT(spool_state_write(&st), 0);
+	CHECK_EQ_INT(spool_state_write(&st, 1), 0);
 	spool_state_free(&st);
 	CHECK_EQ_INT(spool_remove(qid, 1), 0);
 	CHECK(!exists(path));
@@ -903,7 +914,7 @@ static void test_move_remove_purge(void)
 	CHECK_EQ_INT(spool_rename("incoming", "queue", qid), 0);
 	CHECK_EQ_INT(spool_rename("incoming", "queue", qid), -1);
 	spool_state_init(&st, qid, 1);
-	CHECK_EQ_INT(spool_state_write(&st), 0);
+	CHECK_EQ_INT(spool_state_write(&st, 1), 0);
 	spool_state_free(&st);
 	CHECK_EQ_INT(spool_remove(qid, 0), 0);
 	snprintf(path, sizeof(path), "queue/%s", qid);
