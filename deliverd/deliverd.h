@@ -33,6 +33,9 @@ struct delivery {
 	struct rcpt_result *r;
 	size_t n;
 	char relay[300];                 /* host:port that answered last */
+	int site_down;                   /* every host of the next hop failed as a
+	                                    whole (connect, banner, EHLO, TLS, AUTH,
+	                                    4xx to MAIL): queued suspends the hop */
 };
 
 extern struct config *cfg;

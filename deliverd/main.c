@@ -121,6 +121,9 @@ static void run_job(struct ipc_msg *m)
 	struct ipc_msg done;
 	ipc_msg_init(&done, IPC_DONE);
 	ipc_put_str(&done, qid);
+	ipc_put_u32(&done, (uint32_t)(d.site_down != 0));
+	if (d.site_down)
+		ipc_put_str(&done, d.r[0].text);   /* the reason, for queued's log */
 	ipc_send(queued, &done, -1);
 	free(d.r);
 }

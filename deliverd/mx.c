@@ -225,4 +225,5 @@ void mx_deliver(struct delivery *d, const char *domain)
 		all(d, 4, "451 4.4.3 no MX host of %s has a usable address: %s", alabel, last);
 	else
 		all(d, 4, "451 4.4.1 no MX host of %s accepted the mail: %s", alabel, last);
+	d->site_down = tried > 0;
 }

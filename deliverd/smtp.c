@@ -761,6 +761,7 @@ void smtp_deliver(struct delivery *d)
 			return;
 	}
 	/* Every host failed: defer with the last host's reason. */
+	d->site_down = 1;
 	for (size_t i = 0; i < d->n; i++)
 		if (d->r[i].status == 0)
 			d->r[i].status = 4;

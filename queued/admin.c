@@ -97,6 +97,7 @@ void admin_handle(struct ipc_chan *master, struct ipc_msg *im)
 	buf_init(&out, IPC_MSG_MAX - 64);
 	if (strcmp(cmd, "flush") == 0) {
 		size_t n = 0;
+		schedule_resume_hops();   /* "try now" includes dead destinations */
 		queue_foreach(flush_one, &n);
 		log_info("event=flush messages=%zu reason=admin", n);
 		buf_appendf(&out, "%zu deferred message%s scheduled for delivery now\n", n, n == 1 ? "" : "s");

@@ -129,6 +129,7 @@ int schedule_retire(struct worker *w);
 void schedule_result(struct worker *w, struct ipc_msg *m);
 void schedule_done(struct worker *w, struct ipc_msg *m);
 void schedule_kick(void);
+void schedule_resume_hops(void);            /* flush: end every destination's suspension */
 void schedule_forget(struct msg *m);        /* before m is freed */
 int transport_of(const char *rcpt, char *nexthop, size_t len);
 

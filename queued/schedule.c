@@ -22,6 +22,7 @@
 #include "log.h"
 #include "stats.h"
 #include "str.h"
+#include "strpool.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,78 @@ static void hop_key(const struct job *j, char *out, size_t len)
 {
 	static const char *n[] = { "local", "relay", "mx" };
 	str_fmt(out, len, "%s:%s", n[j->transport], j->nexthop);
+}
+
+/*
+ * Next hops that failed as a whole (deliverd's site_down: every host
+ * refused the connection, or failed its banner, EHLO, TLS, AUTH or MAIL
+ * with a 4xx).  Until `until`, their jobs are deferred without a
+ * connection ("delivery temporarily suspended", as Postfix says), so a
+ * dead smarthost costs one attempt per retry round, not one per queued
+ * message.  A delivery that gets any answer for its recipients, or
+ * `postern flush`, ends the suspension.
+ */
+struct dead_hop {
+	int transport;
+	char nexthop[256];
+	int64_t until;
+	const char *reason;         /* interned (strpool.h) */
+	struct dead_hop *next;
+};
+static struct dead_hop *dead_hops;
+
+static struct dead_hop **hop_find(int transport, const char *nexthop)
+{
+	struct dead_hop **pp = &dead_hops;
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->transport == transport && strcmp((*pp)->nexthop, nexthop) == 0)
+			break;
+	return pp;
+}
+
+static const struct dead_hop *hop_dead(const struct job *j, int64_t now)
+{
+	struct dead_hop *h = *hop_find(j->transport, j->nexthop);
+	return h && h->until > now ? h : NULL;
+}
+
+static void hop_suspend(int transport, const char *nexthop, const char *reason)
+{
+	struct dead_hop **pp = hop_find(transport, nexthop), *h = *pp;
+	int64_t now = time(NULL);
+
+	if (h == NULL) {
+		h = xcalloc(1, sizeof(*h));
+		h->transport = transport;
+		str_copy(h->nexthop, nexthop, sizeof(h->nexthop));
+		h->reason = strpool_get("", 0);
+		*pp = h;
+	}
+	const char *old = h->reason;
+	h->reason = strpool_get(reason, SPOOL_ERR_MAX);
+	strpool_put(old);
+	if (h->until <= now)
+		log_warn("event=destination_suspended transport=%s nexthop=%s seconds=%d reason=%s "
+		         "note=\"queued mail for it is deferred without a connection until then\"",
+		         transport == TR_RELAY ? "relay" : "mx", log_q(nexthop), cfg->queue.retry_min,
+		         log_q(reason));
+	h->until = now + cfg->queue.retry_min;
+}
+
+static void hop_drop(struct dead_hop **pp, const char *why)
+{
+	struct dead_hop *h = *pp;
+	log_info("event=destination_resumed transport=%s nexthop=%s reason=%s",
+	         h->transport == TR_RELAY ? "relay" : "mx", log_q(h->nexthop), log_q(why));
+	*pp = h->next;
+	strpool_put(h->reason);
+	free(h);
+}
+
+void schedule_resume_hops(void)
+{
+	while (dead_hops)
+		hop_drop(&dead_hops, "admin flush");
 }
 
 /* Jobs running now for the destination (queue.per_destination). */
@@ -255,6 +328,9 @@ static void pool_check(void)
 	ev_timer_add(&ask_timer, POOL_ASK_WAIT_MS);
 }
 
+struct dead_hop;
+static void job_suspended(struct job *j, const struct dead_hop *h);
+
 static void kick(void)
 {
 	/* Turn ready messages into jobs only as workers free up, so a huge
@@ -285,6 +361,11 @@ static void kick(void)
 			jobs_tail = jp;
 		j->next = NULL;
 		njobs--;
+		const struct dead_hop *dead = hop_dead(j, time(NULL));
+		if (dead != NULL) {
+			job_suspended(j, dead);
+			continue;
+		}
 		/* Prefer an idle deliverd whose open connection fits this job. */
 		char key[260];
 		hop_key(j, key, sizeof(key));
@@ -488,13 +569,16 @@ void schedule_settle_final(struct msg *m)
 	finish(m, now);
 }
 
-/* All of m's jobs are back: persist, then remove or plan the retry. */
-static void msg_settle(struct msg *m, int agent_died)
+/* All of m's jobs are back: persist, then remove or plan the retry.
+ * next_at: retry then, and count no attempt (a suspended destination);
+ * 0: the usual backoff. */
+static void msg_settle(struct msg *m, int agent_died, int64_t next_at)
 {
 	int64_t now = time(NULL);
 	int open = 0;
 
-	m->st.attempts++;
+	if (next_at == 0)
+		m->st.attempts++;
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct spool_rcpt_state *r = &m->st.r[i];
 		if (r->state != RS_DEFERRED && r->state != RS_PENDING)
@@ -518,7 +602,7 @@ static void msg_settle(struct msg *m, int agent_died)
 		schedule_settle_final(m);
 		return;
 	}
-	m->st.next = agent_died ? now + 1 : now + backoff(m->st.attempts);
+	m->st.next = next_at ? next_at : agent_died ? now + 1 : now + backoff(m->st.attempts);
 	/* Record the results first (T5), then tell the sender: a crash in
 	 * between repeats a DSN at worst, it never loses one. */
 	if (queue_write_state(m) == -1)
@@ -557,7 +641,35 @@ static void job_finish(struct worker *w, int agent_died)
 			queue_remove(m);
 			return;
 		}
-		msg_settle(m, agent_died);
+		msg_settle(m, agent_died, 0);
+	}
+}
+
+/* j's destination is suspended: defer its recipients without trying. */
+static void job_suspended(struct job *j, const struct dead_hop *h)
+{
+	struct msg *m = j->msg;
+	char why[SPOOL_ERR_MAX + 1];
+	int64_t now = time(NULL);
+
+	str_fmt(why, sizeof(why), "delivery temporarily suspended: %s", h->reason);
+	for (size_t i = 0; i < j->n; i++) {
+		struct spool_rcpt_state *r = &m->st.r[j->idx[i]];
+		r->state = RS_DEFERRED;
+		spool_rcpt_set_error(r, why);
+		stats_add(STAT_RCPT_DEFERRED, 1);
+		log_info("event=deferred qid=%s rcpt=<%s> reason=%s retry_in=%llds", m->qid,
+		         m->rcpt[j->idx[i]], log_q(why), (long long)(h->until - now));
+	}
+	job_free(j);
+	if (--m->jobs_out == 0) {
+		if (m->delete_pending) {
+			log_info("event=deleted qid=%s from=<%s> nrcpt=%zu reason=admin", m->qid, m->sender,
+			         m->nrcpt);
+			queue_remove(m);
+			return;
+		}
+		msg_settle(m, 0, h->until);
 	}
 }
 
@@ -604,13 +716,24 @@ void schedule_result(struct worker *w, struct ipc_msg *im)
 
 void schedule_done(struct worker *w, struct ipc_msg *im)
 {
-	char qid[QID_MAX];
+	char qid[QID_MAX], reason[SPOOL_ERR_MAX + 1] = "";
+	uint32_t down;
 
-	if (ipc_get_str(im, qid, sizeof(qid)) == -1 || ipc_end(im) == -1)
+	if (ipc_get_str(im, qid, sizeof(qid)) == -1 || ipc_get_u32(im, &down) == -1 || down > 1 ||
+	    (down && ipc_get_str(im, reason, sizeof(reason)) == -1) || ipc_end(im) == -1)
 		log_fatal(70, "event=fatal error=\"malformed DONE from deliverd pid %d\"", w->pid);
 	if (w->job == NULL || strcmp(qid, w->job->msg->qid) != 0)
 		log_fatal(70, "event=fatal error=\"DONE for %s from deliverd pid %d without that job\"",
 		          qid, w->pid);
+	if (w->job->transport != TR_LOCAL) {
+		if (down) {
+			hop_suspend(w->job->transport, w->job->nexthop, reason);
+		} else {
+			struct dead_hop **pp = hop_find(w->job->transport, w->job->nexthop);
+			if (*pp)
+				hop_drop(pp, "a delivery got through");
+		}
+	}
 	job_finish(w, 0);
 	add_idle(w);
 	schedule_kick();

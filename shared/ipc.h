@@ -32,7 +32,8 @@ enum ipc_type {
 	IPC_INCOMING,      /* smtpd -> queued: qid (str) of a file in incoming/ */
 	IPC_JOB,           /* queued -> deliverd: see queued/dispatch.c */
 	IPC_RESULT,        /* deliverd -> queued: qid, rcpt index, status, host, reply */
-	IPC_DONE,          /* deliverd -> queued: qid; the job is finished */
+	IPC_DONE,          /* deliverd -> queued: qid, site_down (u32), and if
+	                      site_down the reason: the job is finished */
 	IPC_ADMIN,         /* master -> queued: request id (u32), command, argument (str) */
 	IPC_ADMIN_REPLY,   /* queued -> master: request id, ok (u32), text (str) */
 	IPC_USERS_FD,      /* master -> smtpd: auth_users path (str) + the file opened by root */
