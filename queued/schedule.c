@@ -282,6 +282,9 @@ static int msg_runnable(const struct msg *m, int64_t now)
 			continue;
 		seen++;
 		int t = transport_of(m->rcpt[i], hop, sizeof(hop));
+		const struct dead_hop *dead = *hop_find(t, hop);
+		if (dead != NULL && dead->until > now)
+			continue;
 		if (t == TR_LOCAL || hop_busy_at(t, hop) < cfg->queue.per_destination)
 			return 1;
 	}
@@ -293,12 +296,15 @@ static int msg_runnable(const struct msg *m, int64_t now)
  * wait.  Ready messages count while the job list has room for them. */
 static int pool_work(void)
 {
+	int64_t now = time(NULL);
+
+	/* A suspended destination's jobs are deferred by the next idle
+	 * deliverd without a connection: no reason to start one for them. */
 	for (const struct job *j = jobs_head; j; j = j->next)
-		if (job_runnable(j))
+		if (job_runnable(j) && hop_dead(j, now) == NULL)
 			return 1;
 	if (njobs >= JOBS_CAP_PER_WORKER * (size_t)cfg->queue.concurrency)
 		return 0;
-	int64_t now = time(NULL);
 	int k = 0;
 	for (const struct msg *m = ready_head; m && k < POOL_READY_PEEK; m = m->rnext, k++)
 		if (msg_runnable(m, now))
