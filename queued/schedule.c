@@ -621,6 +621,21 @@ static void msg_settle(struct msg *m, int agent_died, int64_t next_at)
 	schedule_msg(m);
 }
 
+/* One of m's jobs is over: after the last one, an admin's pending
+ * delete, else the results settle (msg_settle's arguments). */
+static void job_done(struct msg *m, int agent_died, int64_t next_at)
+{
+	if (--m->jobs_out > 0)
+		return;
+	if (m->delete_pending) {
+		log_info("event=deleted qid=%s from=<%s> nrcpt=%zu reason=admin", m->qid, m->sender,
+		         m->nrcpt);
+		queue_remove(m);
+		return;
+	}
+	msg_settle(m, agent_died, next_at);
+}
+
 static void job_finish(struct worker *w, int agent_died)
 {
 	struct job *j = w->job;
@@ -640,15 +655,7 @@ static void job_finish(struct worker *w, int agent_died)
 		         log_q(r->error));
 	}
 	job_free(j);
-	if (--m->jobs_out == 0) {
-		if (m->delete_pending) {
-			log_info("event=deleted qid=%s from=<%s> nrcpt=%zu reason=admin", m->qid, m->sender,
-			         m->nrcpt);
-			queue_remove(m);
-			return;
-		}
-		msg_settle(m, agent_died, 0);
-	}
+	job_done(m, agent_died, 0);
 }
 
 /* j's destination is suspended: defer its recipients without trying. */
@@ -668,15 +675,7 @@ static void job_suspended(struct job *j, const struct dead_hop *h)
 		         m->rcpt[j->idx[i]], log_q(why), (long long)(h->until - now));
 	}
 	job_free(j);
-	if (--m->jobs_out == 0) {
-		if (m->delete_pending) {
-			log_info("event=deleted qid=%s from=<%s> nrcpt=%zu reason=admin", m->qid, m->sender,
-			         m->nrcpt);
-			queue_remove(m);
-			return;
-		}
-		msg_settle(m, 0, h->until);
-	}
+	job_done(m, 0, h->until);
 }
 
 void schedule_worker_gone(struct worker *w)

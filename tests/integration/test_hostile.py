@@ -834,10 +834,8 @@ def test_out_of_descriptors_pauses_accepting():
                 s.close()
         # Clients gone: accepting resumes and a transaction goes through.
         with connect(inst.port) as c:
-            c.do("MAIL FROM:<%s>" % SENDER, 250)
-            c.do("RCPT TO:<fds@localhost>", 250)
-            c.do("DATA", 354)
-            c.send_raw(make_message(subject="after the pause", to="fds@localhost") + b"\r\n.\r\n")
+            send_raw_message(c, ["fds@localhost"],
+                             make_message(subject="after the pause", to="fds@localhost") + b"\r\n.\r\n")
             c.reply(250, "2.0.0")
             c.do("QUIT", 221)
         inst.wait_maildir("fds", 1)
