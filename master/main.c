@@ -198,6 +198,10 @@ void master_check_ready(void)
 	str_fmt(st, sizeof(st), "ready: %zu components", n);
 	notify_ready(st);
 	if (M.detach_fd >= 0) {
+		/* The marker tells `postern start` this is readiness, not a
+		 * death it could not yet see with waitpid(). */
+		ssize_t w = write(M.detach_fd, PROC_READY_MARK, sizeof(PROC_READY_MARK) - 1);
+		(void)w;
 		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		if (null >= 0) {
 			dup2(null, 2);

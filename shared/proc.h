@@ -47,4 +47,9 @@ struct ipc_chan *proc_master_channel(ipc_msg_cb *on_msg);
  * (logged at debug) when queued is not there yet: the caller retries. */
 struct ipc_chan *proc_connect_queued(const char *role, ipc_msg_cb *on_msg, ipc_close_cb *on_close);
 
+/* The master writes this on stderr, the pipe `postern start` reads, when
+ * every component is ready and it detaches: end of file without it means
+ * the master died, even before waitpid() can see it. */
+#define PROC_READY_MARK "postern-master-ready\n"
+
 #endif

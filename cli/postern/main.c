@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "passwd.h"
+#include "proc.h"
 #include "spool.h"
 #include "str.h"
 
@@ -232,8 +233,23 @@ static int cmd_start(int foreground)
 		}
 	}
 	out[have] = '\0';
-	int status;
-	if (waitpid(pid, &status, WNOHANG) == pid) {
+	size_t ml = sizeof(PROC_READY_MARK) - 1;
+	if (have >= ml && memcmp(out + have - ml, PROC_READY_MARK, ml) == 0) {
+		out[have - ml] = '\0';
+		fputs(out, stderr);   /* warnings logged during start-up */
+		printf("postern started (master pid %d)\n", (int)pid);
+		return 0;
+	}
+	/* End of file without the mark: the master died or is dying; give
+	 * it a few seconds to become reapable (a mark lost in an over-long
+	 * output would otherwise read as a failure). */
+	int status, reaped = 0;
+	for (int i = 0; i < 50 && !reaped; i++) {
+		reaped = waitpid(pid, &status, WNOHANG) == pid;
+		if (!reaped)
+			poll(NULL, 0, 100);
+	}
+	if (reaped) {
 		fputs(out, stderr);
 		fprintf(stderr, "postern: start failed (%s %d)\n",
 		        WIFEXITED(status) ? "exit" : "signal",
