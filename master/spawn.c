@@ -186,15 +186,24 @@ static void respawn_timer(void *arg)
 	}
 }
 
-/* Move fd to a fixed number in the child, clearing close-on-exec. */
-static int place_fd(int fd, int target)
+/* In the child: put n descriptors at target[0..n), clearing close-on-exec.
+ * All are first copied above every target, so placing one never
+ * overwrites another's source.  The copies start just above the highest
+ * possible target (not at some round number), so a small open-files
+ * limit still works. */
+#define PLACE_ABOVE (PROC_LISTEN_FD0 + CONFIG_LISTEN_MAX)
+static int place_fds(const int *fd, const int *target, size_t n)
 {
-	int tmp = fcntl(fd, F_DUPFD_CLOEXEC, 64);
-	if (tmp == -1)
-		return -1;
-	if (dup2(tmp, target) == -1)
-		return -1;
-	close(tmp);
+	int tmp[1 + CONFIG_LISTEN_MAX];
+
+	for (size_t i = 0; i < n; i++)
+		if ((tmp[i] = fcntl(fd[i], F_DUPFD_CLOEXEC, PLACE_ABOVE)) == -1)
+			return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (dup2(tmp[i], target[i]) == -1)
+			return -1;
+		close(tmp[i]);
+	}
 	return 0;
 }
 
@@ -240,14 +249,19 @@ void spawn_child(struct child *c)
 			if (null >= 0)
 				dup2(null, 2);
 		}
-		if (place_fd(sv[1], PROC_MASTER_FD) == -1)
-			_exit(EX_OSERR);
+		int from[1 + CONFIG_LISTEN_MAX], to[1 + CONFIG_LISTEN_MAX];
+		size_t n = 0;
+		from[n] = sv[1];
+		to[n++] = PROC_MASTER_FD;
 		if (c->role == ROLE_SMTPD) {
-			for (size_t i = 0; i < M.nlisten; i++)
-				if (place_fd(M.listen_fd[i], PROC_LISTEN_FD0 + (int)i) == -1)
-					_exit(EX_OSERR);
+			for (size_t i = 0; i < M.nlisten && i < CONFIG_LISTEN_MAX; i++) {
+				from[n] = M.listen_fd[i];
+				to[n++] = PROC_LISTEN_FD0 + (int)i;
+			}
 			setenv("POSTERN_LISTEN", env, 1);
 		}
+		if (place_fds(from, to, n) == -1)
+			_exit(EX_OSERR);
 		char *argv[] = { (char *)role_name(c->role), "-c", M.config_path, NULL };
 		execv(path, argv);
 		/* Cannot log through our file safely after fork; stderr goes to

@@ -841,3 +841,14 @@ def test_out_of_descriptors_pauses_accepting():
         inst.wait_maildir("fds", 1)
         inst.wait_log("smtpd", r"\bevent=accept_resumed\b")
         assert inst.pids()["smtpd"] == smtpd, "smtpd restarted"
+
+
+def test_starts_and_delivers_under_a_tiny_open_files_limit():
+    """48 descriptors in all: the master still places each child's
+    channel and listeners (it once copied them above fd 64 first, so every
+    child died at start with exit 71), and mail flows."""
+    with Instance() as inst:
+        inst.start(nofile=(48, 48))
+        health = Health(inst)
+        assert not inst.find_log("master", r"\bevent=(exited|throttled)\b")
+        health.check(user="tiny")
