@@ -24,14 +24,17 @@
  *               spool's file system makes this file's data and both
  *               directory entries durable, together with every message
  *               finished meanwhile.  Only once that has returned may the
- *               client get 250 (and queued hear of Q).  If it fails,
- *               incoming/Q is unlinked and the client gets 451.  The
+ *               client get 250.  queued hears of Q at once, so delivery
+ *               can overlap the flush: until the 250 the client still
+ *               holds the message, so a crash meanwhile can make it send
+ *               the message again (a duplicate), never lose it; and a file
+ *               delivered and unlinked before the flush never reaches the
+ *               disk.  If the flush fails, incoming/Q is unlinked and the
+ *               client gets 451 (if queued had already taken Q, it is
+ *               delivered too: again a duplicate at worst).  The
  *               one-at-a-time form (spool_submit_commit: DSNs, sendmail
  *               pickup) fsyncs the file before the rename and incoming/
- *               after it.  Until the commit returns, queued's 5-second
- *               scan of incoming/ may already see Q: at worst a message
- *               whose client got 451 is delivered too (a duplicate when the
- *               client retries, never a loss).
+ *               after it.
  *   T2 takeover (queued): parse and re-validate incoming/Q, rename it to
  *               queue/Q.  Nothing is written or synced: a message without
  *               a state file has every recipient pending, so a rename lost

@@ -686,7 +686,12 @@ static void data_done(struct session *s)
 	}
 	/* The file is in incoming/; the 250 waits for a group commit that
 	 * covers it (T1 in spool.h).  Input stays unread until then, so
-	 * pipelined commands are answered in order. */
+	 * pipelined commands are answered in order.  queued hears of it now:
+	 * delivery may start while the flush runs (the client still holds
+	 * the message until our 250, so a crash meanwhile can repeat it,
+	 * never lose it), and a file delivered and removed before the flush
+	 * costs the disk nothing. */
+	smtpd_notify_queued(w->qid);
 	struct commit_wait *cw = xcalloc(1, sizeof(*cw));
 	cw->s = s;
 	str_copy(cw->qid, w->qid, sizeof(cw->qid));
@@ -718,8 +723,9 @@ static void commit_finish(struct commit_wait *cw, int err)
 	if (err != 0) {
 		spool_submit_withdraw(cw->qid);
 		stats_add(STAT_SMTP_REJECTED_SPOOL, 1);
-		log_error("event=spool_error client=%s qid=%s what=commit error=%s", cw->ip, cw->qid,
-		          log_q(strerror(err)));
+		log_error("event=spool_error client=%s qid=%s what=commit error=%s note=\"the client is "
+		          "told 451 and may send it again; if queued had already taken it, it is "
+		          "delivered too\"", cw->ip, cw->qid, log_q(strerror(err)));
 		if (s)
 			session_reply(s, "%s", spool_err_reply(err));
 	} else {
@@ -727,7 +733,6 @@ static void commit_finish(struct commit_wait *cw, int err)
 		log_info("event=accepted qid=%s client=%s helo=%s from=<%s> nrcpt=%zu size=%llu%s",
 		         cw->qid, cw->ip, log_q(cw->helo), cw->sender, cw->nrcpt,
 		         (unsigned long long)cw->size, s ? "" : " note=\"client gone before the 250\"");
-		smtpd_notify_queued(cw->qid);
 		if (s)
 			session_reply(s, "250 2.0.0 Ok: queued as %s", cw->qid);
 	}
