@@ -244,7 +244,7 @@ int main(int argc, char **argv)
 	/* Our working directory is the spool: state files are made durable
 	 * by a group commit off the event loop (T5 in spool.h). */
 	int spool_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (spool_fd == -1 || gcommit_start(spool_fd, queue_commit_done) == -1)
+	if (spool_fd == -1 || gcommit_start(spool_fd, -1, queue_commit_done) == -1)
 		log_fatal(EX_OSERR, "event=fatal what=group_commit error=%s", log_q(strerror(errno)));
 	schedule_init(master);
 	queue_recover();

@@ -128,7 +128,7 @@ int queue_write_state(struct msg *m)
 	m->has_state = 1;
 	/* Durable soon, together with every other state written meanwhile;
 	 * nothing waits for it (T5 in spool.h). */
-	if (gcommit_ticket(&ticket, &err) == 1 && err != 0)
+	if (gcommit_ticket(-1, &ticket, &err) == 1 && err != 0)
 		queue_commit_done(ticket, err);
 	return 0;
 }

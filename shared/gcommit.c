@@ -8,10 +8,12 @@
 #include "gcommit.h"
 #include "event.h"
 #include "log.h"
+#include "str.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -30,9 +32,53 @@ static uint64_t started;            /* highest ticket a running or done flush co
 static uint64_t reported;           /* highest ticket done() was called for */
 static struct result results[RESULTS_MAX];
 static unsigned nresults;
-static int sync_fd = -1, wake_fd = -1;
+static int sync_fd = -1, dir_fd = -1, wake_fd = -1;
 static gcommit_done_fn *done_cb;
 static int running;
+
+/* Files handed over with their tickets, oldest first (under mu). */
+struct pending {
+	uint64_t ticket;
+	int fd;
+	struct pending *next;
+};
+static struct pending *pend_head, **pend_tail = &pend_head;
+
+/* One flush for the tickets of `batch` (their files, if given, are
+ * closed here).  A batch of one file: fdatasync() it and fsync() its
+ * directory, which writes only that file and the journal; otherwise one
+ * syncfs() for everything, however many. */
+static int flush(struct pending *batch, int ntickets)
+{
+	int err;
+
+	if (ntickets == 1 && batch != NULL && batch->next == NULL && batch->fd >= 0 && dir_fd >= 0)
+		err = fdatasync(batch->fd) == -1 || fsync(dir_fd) == -1 ? errno : 0;
+	else
+		err = syncfs(sync_fd) == -1 ? errno : 0;
+	while (batch) {
+		struct pending *next = batch->next;
+		if (batch->fd >= 0)
+			close(batch->fd);
+		free(batch);
+		batch = next;
+	}
+	return err;
+}
+
+/* Detach the pending files of tickets <= upto (under mu). */
+static struct pending *take_pending(uint64_t upto)
+{
+	struct pending *head = pend_head, **pp = &pend_head;
+
+	while (*pp && (*pp)->ticket <= upto)
+		pp = &(*pp)->next;
+	pend_head = *pp;
+	*pp = NULL;
+	if (pend_head == NULL)
+		pend_tail = &pend_head;
+	return head == pend_head ? NULL : head;
+}
 
 static void *committer(void *arg)
 {
@@ -44,10 +90,12 @@ static void *committer(void *arg)
 		while (taken == started || nresults == RESULTS_MAX)
 			pthread_cond_wait(&cv, &mu);
 		uint64_t target = taken;
+		int ntickets = (int)(target - started);
 		started = target;
+		struct pending *batch = take_pending(target);
 		pthread_mutex_unlock(&mu);
 
-		int err = syncfs(sync_fd) == -1 ? errno : 0;
+		int err = flush(batch, ntickets);
 
 		pthread_mutex_lock(&mu);
 		results[nresults].upto = target;
@@ -84,13 +132,14 @@ static void on_wake(int fd, int events, void *arg)
 	}
 }
 
-int gcommit_start(int dir_fd, gcommit_done_fn *done)
+int gcommit_start(int fs_fd, int entries_fd, gcommit_done_fn *done)
 {
 	pthread_t t;
 	pthread_attr_t attr;
 	int e;
 
-	sync_fd = dir_fd;
+	sync_fd = fs_fd;
+	dir_fd = entries_fd;
 	done_cb = done;
 	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (wake_fd == -1)
@@ -117,20 +166,39 @@ int gcommit_start(int dir_fd, gcommit_done_fn *done)
 	return 0;
 }
 
-int gcommit_ticket(uint64_t *ticket, int *err)
+int gcommit_ticket(int fd, uint64_t *ticket, int *err)
 {
+	struct pending *p = xmalloc(sizeof(*p));
+
+	p->fd = fd;
+	p->next = NULL;
 	if (!running) {
-		/* The spool is the working directory of every daemon. */
-		int fd = sync_fd >= 0 ? sync_fd : open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		*ticket = ++taken;
-		*err = fd == -1 || syncfs(fd) == -1 ? errno : 0;
-		if (fd >= 0 && fd != sync_fd)
-			close(fd);
+		/* Synchronous.  The spool is the working directory of every
+		 * daemon, so "." is on its file system. */
+		int own = sync_fd < 0;
+		if (own && (sync_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+			*err = errno;
+			sync_fd = -1;
+			if (fd >= 0)
+				close(fd);
+			free(p);
+			*ticket = ++taken;
+			started = reported = taken;
+			return 1;
+		}
+		*ticket = p->ticket = ++taken;
+		*err = flush(p, 1);
 		started = reported = taken;
+		if (own) {
+			close(sync_fd);
+			sync_fd = -1;
+		}
 		return 1;
 	}
 	pthread_mutex_lock(&mu);
-	*ticket = ++taken;
+	*ticket = p->ticket = ++taken;
+	*pend_tail = p;
+	pend_tail = &p->next;
 	pthread_cond_signal(&cv);
 	pthread_mutex_unlock(&mu);
 	*err = 0;

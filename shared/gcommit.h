@@ -32,13 +32,19 @@
 
 typedef void gcommit_done_fn(uint64_t upto, int err);
 
-/* dir_fd: any fd on the spool's file system (kept open).  Starts the
- * thread and registers the eventfd with the event loop.  -1 with errno. */
-int gcommit_start(int dir_fd, gcommit_done_fn *done);
+/* fs_fd: any fd on the spool's file system; entries_fd: the directory
+ * the callers' files are renamed into (-1: none; both kept open).  Starts
+ * the thread and registers the eventfd with the event loop.  -1, errno. */
+int gcommit_start(int fs_fd, int entries_fd, gcommit_done_fn *done);
 /* A ticket covering everything written and renamed before this call, in
- * *ticket.  Returns 0 when the flush is pending (done() reports it), 1
- * when it is already done (not started: synchronous), with *err set. */
-int gcommit_ticket(uint64_t *ticket, int *err);
+ * *ticket.  fd: the file this ticket is for, still open (gcommit closes
+ * it after the flush), or -1.  A flush that covers a single ticket with a
+ * file is fdatasync(file) + fsync(entries directory) instead of syncfs():
+ * the same durability for that file, without writing every other dirty
+ * file on the file system (logs, say) and with less CPU.  Returns 0 when
+ * the flush is pending (done() reports it), 1 when it is already done
+ * (not started: synchronous), with *err set. */
+int gcommit_ticket(int fd, uint64_t *ticket, int *err);
 /* Tickets taken and not yet reported (for shutdown: wait until 0). */
 uint64_t gcommit_pending(void);
 

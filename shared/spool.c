@@ -254,8 +254,9 @@ int spool_submit_write(struct spool_writer *w, const void *p, size_t n)
 	return wput(w, p, n);
 }
 
-/* Trailer, flush, optionally fsync, close, rename tmp/Q -> incoming/Q. */
-static int submit_close(struct spool_writer *w, int sync)
+/* Trailer, flush, optionally fsync, close (unless keep), rename tmp/Q ->
+ * incoming/Q. */
+static int submit_close(struct spool_writer *w, int sync, int keep)
 {
 	char from[64], to[64];
 
@@ -268,12 +269,14 @@ static int submit_close(struct spool_writer *w, int sync)
 		w->err = errno;
 		return -1;
 	}
-	if (close(w->fd) == -1) {
+	if (!keep) {
+		if (close(w->fd) == -1) {
+			w->fd = -1;
+			w->err = errno;
+			return -1;
+		}
 		w->fd = -1;
-		w->err = errno;
-		return -1;
 	}
-	w->fd = -1;
 	str_fmt(from, sizeof(from), SPOOL_TMP "/%s", w->qid);
 	str_fmt(to, sizeof(to), SPOOL_INCOMING "/%s", w->qid);
 	if (rename(from, to) == -1) {
@@ -285,7 +288,7 @@ static int submit_close(struct spool_writer *w, int sync)
 
 int spool_submit_commit(struct spool_writer *w)
 {
-	if (submit_close(w, 1) == -1)
+	if (submit_close(w, 1, 0) == -1)
 		return -1;
 	if (spool_fsync_dir(SPOOL_INCOMING) == -1) {
 		/* The rename may not be durable: take it back so the client's
@@ -301,7 +304,7 @@ int spool_submit_commit(struct spool_writer *w)
 
 int spool_submit_finish(struct spool_writer *w)
 {
-	return submit_close(w, 0);
+	return submit_close(w, 0, 1);
 }
 
 void spool_submit_withdraw(const char *qid)

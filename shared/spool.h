@@ -218,10 +218,11 @@ int spool_submit_write(struct spool_writer *w, const void *p, size_t n);
 /* T1 all at once: trailer, fsync, rename into incoming/, fsync dir.
  * -1 with errno.  For writers off the hot path (DSNs, sendmail pickup). */
 int spool_submit_commit(struct spool_writer *w);
-/* T1 for a group commit: trailer, close, rename into incoming/, no sync.
- * The file is not durable until a gcommit ticket taken after this call
- * has completed (shared/gcommit.h); only then may the client get 250.
- * -1 with errno (the tmp/ file is left for spool_submit_abort()). */
+/* T1 for a group commit: trailer, rename into incoming/, no sync; w->fd
+ * stays open for the caller to hand to gcommit_ticket() (which closes it).
+ * The file is not durable until that ticket's flush has completed
+ * (shared/gcommit.h); only then may the client get 250.  -1 with errno
+ * (the tmp/ file is left for spool_submit_abort()). */
 int spool_submit_finish(struct spool_writer *w);
 /* The group commit failed: remove incoming/QID so the 451 is true. */
 void spool_submit_withdraw(const char *qid);

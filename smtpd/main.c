@@ -411,7 +411,9 @@ int main(int argc, char **argv)
 	/* Our working directory is the spool: syncfs() on it is the group
 	 * commit (T1 in spool.h). */
 	int spool_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (spool_fd == -1 || gcommit_start(spool_fd, session_commit_done) == -1)
+	int incoming_fd = open(SPOOL_INCOMING, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (spool_fd == -1 || incoming_fd == -1 ||
+	    gcommit_start(spool_fd, incoming_fd, session_commit_done) == -1)
 		log_fatal(EX_OSERR, "event=fatal what=group_commit error=%s", log_q(strerror(errno)));
 	ev_timer_init(&queued_timer, queued_connect, NULL);
 	ev_timer_init(&accept_timer, resume_accept, NULL);

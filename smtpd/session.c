@@ -700,11 +700,13 @@ static void data_done(struct session *s)
 	str_copy(cw->sender, s->sender.text, sizeof(cw->sender));
 	cw->nrcpt = s->nrcpt;
 	cw->size = s->dr->size;
+	int fd = w->fd;   /* open still: the flush of a lone message uses it */
+	w->fd = -1;
 	free(s->w);
 	s->w = NULL;
 	reset_transaction(s);
 	s->commit = cw;
-	int err, now = gcommit_ticket(&cw->ticket, &err);
+	int err, now = gcommit_ticket(fd, &cw->ticket, &err);
 	if (now) {
 		commit_finish(cw, err);
 		return;

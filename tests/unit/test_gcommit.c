@@ -43,12 +43,18 @@ static void test_synchronous_before_start(void)
 	int err = -1;
 
 	/* Not started: the flush happens inside the call, on the cwd. */
-	CHECK_EQ_INT(gcommit_ticket(&t1, &err), 1);
+	CHECK_EQ_INT(gcommit_ticket(-1, &t1, &err), 1);
 	CHECK_EQ_INT(err, 0);
-	CHECK_EQ_INT(gcommit_ticket(&t2, &err), 1);
+	CHECK_EQ_INT(gcommit_ticket(-1, &t2, &err), 1);
 	CHECK(t2 == t1 + 1);
 	CHECK(gcommit_pending() == 0);
 	CHECK(nreports == 0);   /* done() is for the thread's results only */
+	/* With a file: flushed and closed before the call returns. */
+	int f = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	CHECK(f >= 0);
+	CHECK_EQ_INT(gcommit_ticket(f, &t2, &err), 1);
+	CHECK_EQ_INT(err, 0);
+	CHECK(fcntl(f, F_GETFD) == -1 && errno == EBADF);
 }
 
 static void test_thread_reports_in_order(void)
@@ -60,9 +66,9 @@ static void test_thread_reports_in_order(void)
 
 	CHECK(fd >= 0);
 	CHECK_EQ_INT(ev_init(), 0);
-	CHECK_EQ_INT(gcommit_start(fd, on_done), 0);
+	CHECK_EQ_INT(gcommit_start(fd, -1, on_done), 0);
 	for (size_t i = 0; i < NELEM(t); i++) {
-		CHECK_EQ_INT(gcommit_ticket(&t[i], &err), 0);   /* pending: reported later */
+		CHECK_EQ_INT(gcommit_ticket(-1, &t[i], &err), 0);   /* pending: reported later */
 		if (i > 0)
 			CHECK(t[i] == t[i - 1] + 1);
 	}
@@ -82,15 +88,28 @@ static void test_thread_reports_in_order(void)
 	/* Later tickets start a new flush. */
 	size_t before = nreports;
 	uint64_t t2;
-	CHECK_EQ_INT(gcommit_ticket(&t2, &err), 0);
+	CHECK_EQ_INT(gcommit_ticket(-1, &t2, &err), 0);
 	CHECK_EQ_INT(wait_for(t2), 0);
 	CHECK(nreports == before + 1);
 	CHECK(reports[nreports - 1] == t2);
 
+	/* A lone ticket with its file: fdatasync + fsync of the directory
+	 * (given at start: here none, so syncfs), and the file is closed by
+	 * gcommit once flushed. */
+	char path[PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s/f", dir);
+	int f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	CHECK(f >= 0);
+	CHECK(write(f, "x", 1) == 1);
+	CHECK_EQ_INT(gcommit_ticket(f, &t2, &err), 0);
+	CHECK_EQ_INT(wait_for(t2), 0);
+	CHECK_EQ_INT(errs[nreports - 1], 0);
+	CHECK(fcntl(f, F_GETFD) == -1 && errno == EBADF);
+
 	/* A failing flush (here: the fd is gone, syncfs says EBADF) is
 	 * reported with its errno to the tickets it covered, never as done. */
 	close(fd);
-	CHECK_EQ_INT(gcommit_ticket(&t2, &err), 0);
+	CHECK_EQ_INT(gcommit_ticket(-1, &t2, &err), 0);
 	CHECK_EQ_INT(wait_for(t2), 0);
 	CHECK(reports[nreports - 1] == t2);
 	CHECK_EQ_INT(errs[nreports - 1], EBADF);
