@@ -43,6 +43,10 @@ tls_ctx *smtpd_tls;
 static struct session *sessions;
 static size_t nsessions;
 static unsigned long next_id = 1;
+/* Idle sessions' buffers are given back every TRIM_MS (trim_idle). */
+#define TRIM_MS 2000
+static struct ev_timer trim_timer;
+static void trim_idle(void *arg);
 /* Messages waiting for their group commit, in ticket order. */
 static struct commit_wait *commit_head, **commit_tail = &commit_head;
 static int shutting_down;
@@ -198,6 +202,11 @@ void session_new(int fd, const struct sockaddr_storage *peer, const struct liste
 		sessions->prev = s;
 	sessions = s;
 	nsessions++;
+	s->last_io_ms = ev_now_ms();
+	if (trim_timer.cb == NULL)
+		ev_timer_init(&trim_timer, trim_idle, NULL);
+	if (!ev_timer_armed(&trim_timer))
+		ev_timer_add(&trim_timer, TRIM_MS);
 	stats_add(STAT_SMTP_CONN_TOTAL, 1);
 	stats_set(STAT_SMTP_CONN_CURRENT, nsessions);
 	log_info("event=connect client=%s port=%d listener=%s:%d mode=%s", s->ip, s->port, l->address,
@@ -1089,10 +1098,6 @@ static void session_run(struct session *s)
 		if (!(paused && buf_used(&s->out) < SMTPD_OUT_PAUSE))
 			break;
 	}
-	/* Waiting for the client: hold no buffer memory meanwhile, so ten
-	 * thousand idle connections cost little more than their sessions. */
-	buf_shrink(&s->in);
-	buf_shrink(&s->out);
 	set_interest(s);
 }
 
@@ -1101,11 +1106,30 @@ static void session_flush(struct session *s)
 	session_run(s);
 }
 
+/* Every TRIM_MS: sessions quiet for that long with nothing buffered give
+ * their buffer memory back, so ten thousand idle connections cost little
+ * more than their sessions, while busy ones keep theirs (no allocation
+ * per read). */
+static void trim_idle(void *arg)
+{
+	uint64_t now = ev_now_ms();
+
+	(void)arg;
+	for (struct session *s = sessions; s; s = s->next)
+		if (now - s->last_io_ms >= TRIM_MS && buf_used(&s->in) == 0 && buf_used(&s->out) == 0) {
+			buf_shrink(&s->in);
+			buf_shrink(&s->out);
+		}
+	if (sessions)
+		ev_timer_add(&trim_timer, TRIM_MS);
+}
+
 static void session_io(int fd, int events, void *arg)
 {
 	struct session *s = arg;
 
 	(void)fd;
+	s->last_io_ms = ev_now_ms();
 	if (s->tls_state == SESSION_TLS_HANDSHAKE) {
 		if (handshake_step(s) == -1)
 			return;

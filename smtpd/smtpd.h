@@ -102,6 +102,7 @@ struct session {
 		int seen_date, seen_msgid;
 	} hdr;                      /* RFC 6409 8.3 completion on submission ports */
 	uint64_t data_deadline_ms;
+	uint64_t last_io_ms;        /* last readiness event: idle buffers are trimmed */
 	tls_conn *tls;              /* set from the start of the handshake */
 	int tls_state;              /* SESSION_TLS_* */
 	int tls_want;               /* TLS_WANT_* the last TLS call asked for */
