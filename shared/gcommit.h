@@ -2,13 +2,15 @@
  * gcommit - group commit: make spool writes durable without blocking the
  * event loop, and with one flush for many messages.
  *
- * A writer finishes its files (write, close, rename into place: see
- * spool_submit_finish() and T1 in spool.h), then takes a ticket.  One
- * thread calls syncfs() on the spool's file system for all tickets taken
- * so far; while it runs, new tickets gather for the next call.  When a
- * call returns, the event loop is told (an eventfd) and done(upto, err)
- * runs in the loop: every ticket <= upto is durable (err 0) or its flush
- * failed (err = errno of syncfs).  Tickets complete in order.
+ * A writer finishes its file (write, rename into place: see
+ * spool_submit_finish() and T1 in spool.h), then takes a ticket, handing
+ * over the still-open file.  One thread calls syncfs() on the spool's file
+ * system for all tickets taken so far; while it runs, new tickets gather
+ * for the next call.  A flush that covers a single ticket with its file is
+ * fdatasync(file) + fsync(directory) instead (below).  When a flush
+ * returns, the event loop is told (an eventfd) and done(upto, err) runs in
+ * the loop: every ticket <= upto is durable (err 0) or its flush failed
+ * (err = its errno).  Tickets complete in order.
  *
  * Why syncfs() and not fsync() per file: one syncfs() makes every file
  * written so far durable together with the directory entries of their
@@ -19,8 +21,11 @@
  * syncfs() 0.29 ms for one message, 0.86 ms for eight.  Since Linux 5.8
  * syncfs() reports writeback errors of the file system, so a failed write
  * is never acknowledged.  The price: it also flushes other writers' dirty
- * data on the same file system, so a spool on its own file system gives
- * the steadiest latency (docs/performance.md).
+ * data on the same file system (the logs, typically), so a flush that
+ * covers one message, the usual case when few clients send, uses
+ * fdatasync + fsync of the directory, which writes only that file and the
+ * journal (less CPU, steadier).  A spool on its own file system gives the
+ * steadiest latency (docs/performance.md).
  *
  * Without gcommit_start() (unit tests, fuzzing, one-shot tools),
  * gcommit_ticket() flushes at once and returns the result itself.
