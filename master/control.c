@@ -65,15 +65,7 @@ static void conn_timeout(void *arg)
 
 static void fmt_uptime(time_t since, char *out, size_t len)
 {
-	long s = (long)(time(NULL) - since);
-	if (s < 120)
-		str_fmt(out, len, "%lds", s);
-	else if (s < 7200)
-		str_fmt(out, len, "%ldm", s / 60);
-	else if (s < 172800)
-		str_fmt(out, len, "%ldh", s / 3600);
-	else
-		str_fmt(out, len, "%ldd", s / 86400);
+	str_fmt_age((long)(time(NULL) - since), out, len);
 }
 
 static const char *state_name(const struct child *c)

@@ -45,6 +45,18 @@ int str_fmt(char *dst, size_t size, const char *fmt, ...)
 	return n;
 }
 
+void str_fmt_age(long s, char *out, size_t len)
+{
+	if (s < 120)
+		str_fmt(out, len, "%lds", s);
+	else if (s < 7200)
+		str_fmt(out, len, "%ldm", s / 60);
+	else if (s < 172800)
+		str_fmt(out, len, "%ldh", s / 3600);
+	else
+		str_fmt(out, len, "%ldd", s / 86400);
+}
+
 int str_to_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	uint64_t v = 0;

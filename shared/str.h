@@ -20,6 +20,9 @@ int str_append(char *dst, const char *src, size_t size);
 /* snprintf that returns -1 on truncation or error, else the length. */
 int str_fmt(char *dst, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A duration in seconds the way `postern status` shows it: 59s, 90m,
+ * 47h, 3d (the largest unit that still gives at least 2). */
+void str_fmt_age(long s, char *out, size_t len);
 
 /* Parse all of s as a decimal in [min, max].  -1 on junk or range. */
 int str_to_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);

@@ -382,18 +382,6 @@ static void queue_summary(const struct config *cfg, struct qsum *q)
 	}
 }
 
-static void fmt_age(long s, char *out, size_t len)
-{
-	if (s < 120)
-		str_fmt(out, len, "%lds", s);
-	else if (s < 7200)
-		str_fmt(out, len, "%ldm", s / 60);
-	else if (s < 172800)
-		str_fmt(out, len, "%ldh", s / 3600);
-	else
-		str_fmt(out, len, "%ldd", s / 86400);
-}
-
 static void json_str(const char *s)
 {
 	putchar('"');
@@ -502,7 +490,7 @@ static int cmd_status(int json)
 	for (size_t i = 0; i < n; i++) {
 		long u = strtol(rows[i].uptime, NULL, 10);
 		if (u >= 0)
-			fmt_age(u, up, sizeof(up));
+			str_fmt_age(u, up, sizeof(up));
 		else
 			str_copy(up, "-", sizeof(up));
 		printf("%-9s %-8s %-10s %-7s %-8s %s\n", rows[i].name, rows[i].pid, rows[i].state, up,
@@ -513,7 +501,7 @@ static int cmd_status(int json)
 		return 0;
 	}
 	if (age >= 0)
-		fmt_age(age, up, sizeof(up));
+		str_fmt_age(age, up, sizeof(up));
 	printf("\nqueue: %u message%s: active %u, deferred %u, held %u, incoming %u; oldest %s; "
 	       "corrupt files %u\n",
 	       total, total == 1 ? "" : "s", q.active, q.deferred, q.held, q.incoming,

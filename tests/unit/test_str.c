@@ -249,6 +249,22 @@ static void test_alloc(void)
 	free(s);
 }
 
+static void test_fmt_age(void)
+{
+	static const struct {
+		long s;
+		const char *want;
+	} rows[] = { { 0, "0s" }, { 119, "119s" }, { 120, "2m" }, { 7199, "119m" }, { 7200, "2h" },
+	             { 172799, "47h" }, { 172800, "2d" }, { 864000, "10d" } };
+	char out[16];
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		ROW("%ld", rows[i].s);
+		str_fmt_age(rows[i].s, out, sizeof(out));
+		CHECK_STR(out, rows[i].want);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	h_init(argc, argv);
@@ -260,5 +276,6 @@ int main(int argc, char **argv)
 	RUN(test_lower);
 	RUN(test_escape);
 	RUN(test_alloc);
+	RUN(test_fmt_age);
 	return h_done();
 }
