@@ -21,6 +21,24 @@
  * (postern passwd replaces it, so its old descriptor shows the old file):
  * the master opens the new file and passes the descriptor.
  */
+/* A message of type with the string a (and b unless NULL), and fd (-1:
+ * none), to every running smtpd.  ipc_send() consumes a message, so each
+ * smtpd gets its own. */
+static void send_to_smtpd(uint32_t type, const char *a, const char *b, int fd)
+{
+	for (size_t i = 0; i < M.nchildren; i++) {
+		struct child *c = &M.children[i];
+		if (c->role != ROLE_SMTPD || c->ch == NULL)
+			continue;
+		struct ipc_msg m;
+		ipc_msg_init(&m, type);
+		ipc_put_str(&m, a);
+		if (b != NULL)
+			ipc_put_str(&m, b);
+		ipc_send(c->ch, &m, fd);
+	}
+}
+
 static void send_users_file(void)
 {
 	const char *path = M.cfg->smtpd.auth_users;
@@ -32,15 +50,7 @@ static void send_users_file(void)
 		log_warn("event=reload_partial file=%s error=%s", log_q(path), log_q(strerror(errno)));
 		return;
 	}
-	for (size_t i = 0; i < M.nchildren; i++) {
-		struct child *c = &M.children[i];
-		if (c->role != ROLE_SMTPD || c->ch == NULL)
-			continue;
-		struct ipc_msg m;
-		ipc_msg_init(&m, IPC_USERS_FD);
-		ipc_put_str(&m, path);
-		ipc_send(c->ch, &m, fd);
-	}
+	send_to_smtpd(IPC_USERS_FD, path, NULL, fd);
 	close(fd);
 }
 
@@ -89,16 +99,7 @@ static void send_tls(void)
 		explicit_bzero(key, sizeof(key));
 		return;
 	}
-	for (size_t i = 0; i < M.nchildren; i++) {
-		struct child *c = &M.children[i];
-		if (c->role != ROLE_SMTPD || c->ch == NULL)
-			continue;
-		struct ipc_msg m;
-		ipc_msg_init(&m, IPC_TLS_PEM);
-		ipc_put_str(&m, cert);
-		ipc_put_str(&m, key);
-		ipc_send(c->ch, &m, -1);
-	}
+	send_to_smtpd(IPC_TLS_PEM, cert, key, -1);
 	explicit_bzero(key, sizeof(key));
 }
 
