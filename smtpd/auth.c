@@ -238,17 +238,8 @@ int auth_users_reload(const char *path)
 		return 0;
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0) {
-		if (users_parse(fd, path) == -1) {
-			close(fd);
-			return -1;
-		}
-		if (users_fd >= 0)
-			close(users_fd);
-		users_fd = fd;
-		str_copy(users_path, path, sizeof(users_path));
-		return 0;
-	}
+	if (fd >= 0)
+		return auth_users_from_fd(fd, path);
 	if (users_fd >= 0 && strcmp(path, users_path) == 0) {
 		/* Unprivileged now: re-read the file opened as root. */
 		log_info("event=auth_users_reread file=%s note=\"cannot reopen (%s); re-reading the "
