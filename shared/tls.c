@@ -151,30 +151,33 @@ void tls_ctx_free(tls_ctx *ctx)
 	SSL_CTX_free(ctx);
 }
 
-tls_conn *tls_server_new(tls_ctx *ctx, int fd)
+/* An SSL on fd, or NULL. */
+static SSL *ssl_on(tls_ctx *ctx, int fd)
 {
 	SSL *s = SSL_new(ctx);
 
-	if (s == NULL)
-		return NULL;
-	if (SSL_set_fd(s, fd) != 1) {
+	if (s != NULL && SSL_set_fd(s, fd) != 1) {
 		SSL_free(s);
-		return NULL;
+		s = NULL;
 	}
-	SSL_set_accept_state(s);
+	return s;
+}
+
+tls_conn *tls_server_new(tls_ctx *ctx, int fd)
+{
+	SSL *s = ssl_on(ctx, fd);
+
+	if (s != NULL)
+		SSL_set_accept_state(s);
 	return s;
 }
 
 tls_conn *tls_client_new(tls_ctx *ctx, int fd, const char *host, int verify)
 {
-	SSL *s = SSL_new(ctx);
+	SSL *s = ssl_on(ctx, fd);
 
 	if (s == NULL)
 		return NULL;
-	if (SSL_set_fd(s, fd) != 1) {
-		SSL_free(s);
-		return NULL;
-	}
 	/* SNI only for names, never for address literals (RFC 6066 3). */
 	if (host && *host && strspn(host, "0123456789.:") != strlen(host))
 		SSL_set_tlsext_host_name(s, host);
