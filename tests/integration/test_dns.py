@@ -89,7 +89,9 @@ def instance(dns_port, mx_port, timeout=2):
                 "mx_port": mx_port, "ip_version": "ipv4"}})
 
 
-def run_checks(fn):
+def with_dns(fn):
+    """Run fn(dnsmasq) against the test zones, then stop dnsmasq
+    (also used by test_mx_delivery.py and test_dnsbl.py)."""
     need_dnsmasq()
     with Instance() as tmp:
         dm = Dnsmasq(tmp.dir)
@@ -122,7 +124,7 @@ def test_check_mx_second_preference_delivers():
                                 "[127.0.0.3]:%d" % mx_port), last
         finally:
             up.stop()
-    run_checks(body)
+    with_dns(body)
 
 
 def test_check_mx_answers():
@@ -151,7 +153,7 @@ def test_check_mx_answers():
 
             cp = inst.cli("check", "mx", "b\u00fccher..test")
             assert cp.returncode == 1 and "not a valid domain" in cp.stdout, cp.stdout
-    run_checks(body)
+    with_dns(body)
 
 
 def test_check_mx_dead_server_is_temporary():
@@ -187,4 +189,4 @@ def test_check_dnsbl():
             # no argument: this host's address, or a clear word that there is none
             cp = inst.cli("check", "dnsbl")
             assert ("checking " in cp.stdout) or ("only loopback" in cp.stderr), (cp.stdout, cp.stderr)
-    run_checks(body)
+    with_dns(body)

@@ -6,8 +6,8 @@ checked and 127.0.0.1 is not."""
 import socket
 import time
 
-from postern import Instance, Skip, free_port, scaled
-from test_dns import Dnsmasq, need_dnsmasq
+from postern import Instance, Skip, scaled
+from test_dns import with_dns
 
 
 def dnsbl_instance(dns_port, timeout=2):
@@ -45,16 +45,6 @@ def greeting(port, source, timeout=20):
         return line, closed
     finally:
         s.close()
-
-
-def with_dns(fn):
-    need_dnsmasq()
-    with Instance() as tmp:
-        dm = Dnsmasq(tmp.dir)
-        try:
-            fn(dm)
-        finally:
-            dm.stop()
 
 
 def test_listed_client_gets_554():

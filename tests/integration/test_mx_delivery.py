@@ -8,7 +8,7 @@ import re
 import socket
 
 from postern import Instance, Skip, free_port, make_message, scaled
-from test_dns import BoundUpstream, Dnsmasq, need_dnsmasq
+from test_dns import BoundUpstream, with_dns
 
 SENDER = "user@localhost"
 
@@ -17,16 +17,6 @@ def mx_instance(dns_port, mx_port, timeout=2):
     return Instance(settings={
         "dns": {"servers": ["127.0.0.1:%d" % dns_port], "timeout": timeout,
                 "mx_port": mx_port, "ip_version": "ipv4"}})
-
-
-def with_dns(fn):
-    need_dnsmasq()
-    with Instance() as tmp:
-        dm = Dnsmasq(tmp.dir)
-        try:
-            fn(dm)
-        finally:
-            dm.stop()
 
 
 def upstream_on(host, port):
